@@ -1,0 +1,291 @@
+"Cross-cutting and failure tests of flatnb.flatness: exact Hessians, closed-form sharpness, restoration of the model"
+import copy, math
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call
+from flatnb.core import Data, cross_entropy, digits
+from flatnb.learner import simple_cnn
+from flatnb.flatness import (hessian_top_eig, hessian_vector_product, eps_sharpness, interpolate, random_direction,
+                             loss_along, plot_landscape, loss_and_acc, measuring)
+
+# ---------------------------------------------------------------- helpers (independent of the code under test)
+
+def exact_hessian(model, loss_func, x, y):
+    "Full Hessian of the eval-mode mean loss w.r.t. the flattened trainable parameters"
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    theta = torch.cat([p.detach().flatten() for _, p in named])
+    buffers = dict(model.named_buffers())
+    was = model.training; model.eval()
+    def f(th):
+        ps, i = {}, 0
+        for n, p in named: ps[n] = th[i:i + p.numel()].view(p.shape); i += p.numel()
+        return loss_func(functional_call(model, {**ps, **buffers}, (x,)), y)
+    H = torch.autograd.functional.hessian(f, theta)
+    model.train(was)
+    return H
+
+class Quad(nn.Module):
+    def __init__(self, w): super().__init__(); self.w = nn.Parameter(w.clone())
+    def forward(self, x): return self.w
+
+def quad_loss(A, b): return lambda w, y: 0.5 * w @ A @ w + b @ w
+
+DUMMY = (torch.zeros(3, 1), torch.zeros(3))
+
+def snapshot(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}, {m: m.training for m in model.modules()}
+
+def assert_untouched(model, snap):
+    sd, modes = snap
+    for k, v in model.state_dict().items(): assert torch.equal(v, sd[k]), f'{k} changed'
+    for m, t in modes.items(): assert m.training == t
+    assert all(p.grad is None for p in model.parameters()), 'a .grad was left behind'
+
+@pytest.fixture
+def tiny():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 4)).double()
+    x, y = torch.randn(37, 3, dtype=torch.float64), torch.randint(0, 4, (37,))
+    return m, x, y
+
+@pytest.fixture
+def bn_cnn():
+    torch.manual_seed(1)
+    m = nn.Sequential(nn.Conv2d(1, 3, 3, bias=False), nn.BatchNorm2d(3), nn.Tanh(), nn.Dropout(0.2),
+                      nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 3)).double()
+    x, y = torch.randn(24, 1, 5, 5, dtype=torch.float64), torch.randint(0, 3, (24,))
+    for _ in range(2): m(x * 1.5 + 0.3) # non-trivial running statistics
+    return m, x, y
+
+# ---------------------------------------------------------------- Hessian
+
+@pytest.mark.parametrize('bs', [5, 37])
+def test_top_eig_matches_exact_hessian_logistic(bs):
+    "Logistic regression: the Hessian is X^T diag(p(1-p)) X / n, formed here from the formula"
+    torch.manual_seed(3)
+    x = torch.randn(60, 4, dtype=torch.float64); y = (torch.rand(60) < 0.5).long()
+    lin = nn.Linear(4, 1, bias=False).double()
+    loss = lambda z, t: nn.functional.binary_cross_entropy_with_logits(z[:, 0], t.double())
+    p = torch.sigmoid(x @ lin.weight.detach()[0])
+    H = (x.T * (p * (1 - p))) @ x / len(x)
+    exact = torch.linalg.eigvalsh(H)[-1].item()
+    est = hessian_top_eig(lin, loss, (x, y), n_iter=2000, tol=1e-14, bs=bs)
+    assert est == pytest.approx(exact, rel=1e-9)
+
+def test_top_eig_matches_exact_hessian_mlp(tiny):
+    m, x, y = tiny
+    ev = torch.linalg.eigvalsh(exact_hessian(m, cross_entropy, x, y))
+    top = ev[ev.abs().argmax()].item()
+    est = hessian_top_eig(m, cross_entropy, (x, y), n_iter=2000, tol=1e-13, bs=8)
+    assert est == pytest.approx(top, rel=1e-8)
+
+def test_top_eig_bn_eval_mode_and_restored(bn_cnn):
+    m, x, y = bn_cnn
+    snap = snapshot(m)
+    ev = torch.linalg.eigvalsh(exact_hessian(m, cross_entropy, x, y))
+    top = ev[ev.abs().argmax()].item()
+    est = hessian_top_eig(m, cross_entropy, (x, y), n_iter=3000, tol=1e-13, bs=10)
+    assert est == pytest.approx(top, rel=1e-7)
+    assert_untouched(m, snap)
+
+def test_hvp_matches_exact(bn_cnn):
+    m, x, y = bn_cnn
+    H = exact_hessian(m, cross_entropy, x, y)
+    v = [torch.randn_like(p) for p in m.parameters()]
+    hv = hessian_vector_product(m, cross_entropy, (x, y), v, bs=7)
+    torch.testing.assert_close(torch.cat([t.flatten() for t in hv]), H @ torch.cat([t.flatten() for t in v]), rtol=1e-9, atol=1e-11)
+
+def test_top_eig_subset_is_fixed_and_used(tiny):
+    m, x, y = tiny
+    a = hessian_top_eig(m, cross_entropy, (x, y), n_examples=20, seed=4, n_iter=500, tol=1e-12)
+    idx = torch.randperm(37, generator=torch.Generator().manual_seed(4))[:20]
+    ev = torch.linalg.eigvalsh(exact_hessian(m, cross_entropy, x[idx], y[idx]))
+    assert a == pytest.approx(ev[ev.abs().argmax()].item(), rel=1e-8)
+    assert hessian_top_eig(m, cross_entropy, (x, y), n_examples=20, seed=4, n_iter=500, tol=1e-12) == a
+
+def test_top_eig_on_data_uses_training_set():
+    torch.manual_seed(0)
+    d = digits(8, n_train=60)
+    m = nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).double()
+    d = Data(d.x_train.double(), d.y_train, d.x_test.double(), d.y_test)
+    ev = torch.linalg.eigvalsh(exact_hessian(m, cross_entropy, d.x_train, d.y_train))
+    assert hessian_top_eig(m, cross_entropy, d, n_examples=None, n_iter=3000, tol=1e-13) == pytest.approx(ev[-1].item(), rel=1e-6)
+
+def test_top_eig_negative_dominant():
+    Q, _ = torch.linalg.qr(torch.randn(5, 5, dtype=torch.float64))
+    A = Q @ torch.diag(torch.tensor([-4., 0.1, 1., 2., 3.], dtype=torch.float64)) @ Q.T
+    est = hessian_top_eig(Quad(torch.randn(5, dtype=torch.float64)), quad_loss(A, torch.zeros(5, dtype=torch.float64)), DUMMY, n_iter=500, tol=1e-12)
+    assert est == pytest.approx(-4., rel=1e-8)
+
+def test_top_eig_leaves_existing_grads_alone(tiny):
+    m, x, y = tiny
+    cross_entropy(m(x), y).backward()
+    grads = [p.grad.clone() for p in m.parameters()]
+    hessian_top_eig(m, cross_entropy, (x, y), n_iter=3)
+    eps_sharpness(m, cross_entropy, (x, y), n_steps=2)
+    for p, g in zip(m.parameters(), grads): assert torch.equal(p.grad, g)
+
+def test_top_eig_simple_cnn_runs_float32():
+    torch.manual_seed(0)
+    d = digits(16, n_train=64)
+    m = simple_cnn(widths=(4, 8))
+    snap = snapshot(m)
+    lam = hessian_top_eig(m, cross_entropy, d, n_iter=5, n_examples=64, bs=32)
+    assert isinstance(lam, float) and math.isfinite(lam)
+    assert_untouched(m, snap)
+
+# ---------------------------------------------------------------- eps-sharpness
+
+def test_eps_sharpness_first_order_closed_form():
+    torch.manual_seed(5)
+    M = torch.randn(4, 4, dtype=torch.float64); A = M @ M.T; w = torch.randn(4, dtype=torch.float64); b = torch.randn(4, dtype=torch.float64)
+    g = A @ w + b; gh = g / g.norm(); rho = 0.1
+    expected = rho * g.norm() + rho ** 2 / 2 * gh @ A @ gh
+    assert eps_sharpness(Quad(w), quad_loss(A, b), DUMMY, rho=rho) == pytest.approx(expected.item(), rel=1e-12)
+    L0 = 0.5 * w @ A @ w + b @ w
+    assert eps_sharpness(Quad(w), quad_loss(A, b), DUMMY, rho=rho, relative=True) == pytest.approx((expected / (1 + L0)).item(), rel=1e-12)
+
+def test_eps_sharpness_isotropic_exact_max_and_ascent_does_not_lower():
+    w = torch.randn(6, dtype=torch.float64); b = torch.randn(6, dtype=torch.float64); A = 2.5 * torch.eye(6, dtype=torch.float64)
+    exact = (0.2 * (A @ w + b).norm() + 2.5 * 0.2 ** 2 / 2).item()
+    for n in (0, 1, 7):
+        assert eps_sharpness(Quad(w), quad_loss(A, b), DUMMY, rho=0.2, n_steps=n) == pytest.approx(exact, rel=1e-12)
+
+def test_eps_sharpness_ascent_reaches_trust_region_max():
+    "Anisotropic PSD quadratic: the max over the ball, by the secular equation solved with numpy (root of ||(mu-A)^-1 g|| = rho)"
+    torch.manual_seed(6)
+    A = torch.diag(torch.tensor([10., 1., 0.5, 0.], dtype=torch.float64)); w = torch.tensor([0.01, 1., -1., 0.5], dtype=torch.float64)
+    b = torch.zeros(4, dtype=torch.float64); rho = 0.5
+    g = (A @ w).numpy(); lam = np.diag(A.numpy())
+    lo, hi = lam.max() + 1e-12, lam.max() + np.abs(g).sum() / rho + 1
+    for _ in range(300):
+        mu = (lo + hi) / 2
+        lo, hi = (mu, hi) if np.linalg.norm(g / (mu - lam)) > rho else (lo, mu)
+    e = g / (hi - lam); exact = e @ g + e @ A.numpy() @ e / 2
+    first = eps_sharpness(Quad(w), quad_loss(A, b), DUMMY, rho=rho)
+    ascent = eps_sharpness(Quad(w), quad_loss(A, b), DUMMY, rho=rho, n_steps=200, step_size=rho / 5)
+    assert first < exact * 0.9 # the first-order step is far from the max here
+    assert ascent == pytest.approx(exact, rel=1e-8)
+
+def test_eps_sharpness_weights_bit_identical(bn_cnn):
+    m, x, y = bn_cnn
+    m = m.float(); x = x.float()
+    snap = snapshot(m)
+    s = eps_sharpness(m, cross_entropy, (x, y), rho=0.3, n_steps=4)
+    assert s > 0
+    assert_untouched(m, snap)
+
+def test_eps_sharpness_restores_when_loss_raises(tiny):
+    m, x, y = tiny
+    snap = snapshot(m)
+    calls = dict(n=0)
+    def bad_loss(p, t):
+        calls['n'] += 1
+        if calls['n'] == 2: raise RuntimeError('boom') # the first call at the perturbed weights
+        return cross_entropy(p, t)
+    with pytest.raises(RuntimeError, match='boom'): eps_sharpness(m, bad_loss, (x, y), rho=1.0)
+    assert_untouched(m, snap)
+
+def test_eps_sharpness_stationary_point_is_zero():
+    A = torch.eye(3, dtype=torch.float64)
+    assert eps_sharpness(Quad(torch.zeros(3, dtype=torch.float64)), quad_loss(A, torch.zeros(3, dtype=torch.float64)), DUMMY) == 0.
+
+# ---------------------------------------------------------------- interpolation and landscapes
+
+def test_interpolate_endpoints_equal_model_losses(bn_cnn):
+    m_a, x, y = bn_cnn
+    torch.manual_seed(9)
+    m_b = copy.deepcopy(m_a)
+    with torch.no_grad():
+        for p in m_b.parameters(): p.add_(torch.randn_like(p))
+    m_b.train(); m_b(x * 0.5) # other running statistics
+    snaps = snapshot(m_a), snapshot(m_b)
+    cur = interpolate(m_a, m_b, cross_entropy, (x, y), alphas=[0., 0.25, 1.])
+    for a, m in ((0., m_a), (1., m_b)):
+        mm = copy.deepcopy(m).eval()
+        with torch.no_grad(): p = mm(x)
+        assert cur.loss[cur.alpha == a].item() == pytest.approx(cross_entropy(p, y).item(), rel=1e-12)
+        assert cur.acc[cur.alpha == a].item() == pytest.approx((p.argmax(1) == y).double().mean().item())
+    assert_untouched(m_a, snaps[0]); assert_untouched(m_b, snaps[1])
+    assert list(cur.columns) == ['alpha', 'loss', 'acc']
+
+def test_filter_normalisation():
+    m = simple_cnn(widths=(4, 8))
+    d = random_direction(m, seed=3)
+    for name, p in m.named_parameters():
+        if p.ndim <= 1: assert torch.equal(d[name], torch.zeros_like(p)); continue
+        for j in range(p.shape[0]): # each filter (output channel / row)
+            assert d[name][j].norm().item() == pytest.approx(p[j].norm().item(), rel=1e-5)
+        assert not torch.allclose(d[name], p.detach()) # a random direction, not the weights
+    d1 = random_direction(m, ignore_1d=False)
+    for name, p in m.named_parameters():
+        if p.ndim <= 1: assert torch.equal(d1[name], p.detach())
+
+def test_loss_along_origin_and_restoration(bn_cnn):
+    m, x, y = bn_cnn
+    snap = snapshot(m)
+    d = random_direction(m, seed=1)
+    cur = loss_along(m, d, cross_entropy, (x, y), alphas=[0., 0.5])
+    assert cur.loss[0] == pytest.approx(loss_and_acc(m, cross_entropy, (x, y))[0], rel=1e-12)
+    assert_untouched(m, snap)
+    mm = copy.deepcopy(m).eval()
+    with torch.no_grad():
+        for n, p in mm.named_parameters(): p.add_(0.5 * d[n])
+        assert cur.loss[1] == pytest.approx(cross_entropy(mm(x), y).item(), rel=1e-10)
+
+def test_plot_landscape_runs():
+    import matplotlib; matplotlib.use('Agg')
+    torch.manual_seed(0)
+    x, y = torch.randn(20, 4), torch.randint(0, 3, (20,))
+    ms = {'a': nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3)), 'b': nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))}
+    ax = plot_landscape(ms, cross_entropy, (x, y), alphas=[-1, 0, 1])
+    assert len(ax.lines) == 2
+    with pytest.raises(ValueError, match='pass `data`'): plot_landscape(ms)
+    with pytest.raises(ValueError, match='metric'): plot_landscape(ms, data=(x, y), metric='f1')
+
+# ---------------------------------------------------------------- validation
+
+@pytest.mark.parametrize('call, msg', [
+    (lambda m, d: hessian_top_eig(m, cross_entropy, d, n_iter=0), 'n_iter'),
+    (lambda m, d: hessian_top_eig(m, cross_entropy, d, tol=-1.), 'tol'),
+    (lambda m, d: hessian_top_eig(m, cross_entropy, d, n_examples=0), 'n_examples'),
+    (lambda m, d: hessian_top_eig(m, cross_entropy, d, bs=0), 'bs must be'),
+    (lambda m, d: hessian_top_eig(m, cross_entropy, d[0]), 'pair (x, y)'),
+    (lambda m, d: hessian_top_eig(m, cross_entropy, (d[0], d[1][:3])), 'disagree'),
+    (lambda m, d: hessian_top_eig(nn.ReLU(), cross_entropy, d), 'no trainable'),
+    (lambda m, d: hessian_top_eig('model', cross_entropy, d), 'torch.nn.Module'),
+    (lambda m, d: hessian_top_eig(m, lambda p, y: cross_entropy(p, y, reduction='none'), d), 'scalar'),
+    (lambda m, d: eps_sharpness(m, cross_entropy, d, rho=0.), 'rho must be'),
+    (lambda m, d: eps_sharpness(m, cross_entropy, d, rho=-0.1), 'rho must be'),
+    (lambda m, d: eps_sharpness(m, cross_entropy, d, rho=math.inf), 'rho must be'),
+    (lambda m, d: eps_sharpness(m, cross_entropy, d, n_steps=-1), 'n_steps'),
+    (lambda m, d: eps_sharpness(m, cross_entropy, d, step_size=0.), 'step_size'),
+    (lambda m, d: interpolate(m, nn.Linear(2, 2), cross_entropy, d), 'same architecture'),
+    (lambda m, d: interpolate(m, m, cross_entropy, d, alphas=[]), 'alphas'),
+    (lambda m, d: interpolate(m, m, cross_entropy, d, alphas=[0., math.nan]), 'alphas'),
+    (lambda m, d: loss_along(m, [torch.zeros(1)], cross_entropy, d), 'direction'),
+    (lambda m, d: loss_and_acc(m, cross_entropy, digits(8, n_train=20), split='valid'), 'split'),
+    (lambda m, d: hessian_vector_product(m, cross_entropy, d, [torch.zeros(2)]), 'one tensor per trainable parameter'),
+])
+def test_validation(tiny, call, msg):
+    m, x, y = tiny
+    with pytest.raises(ValueError, match=msg.replace('(', r'\(').replace(')', r'\)')): call(m, (x, y))
+
+def test_nonfinite_loss_is_an_error(tiny):
+    m, x, y = tiny
+    x = x.clone(); x[0, 0] = math.nan
+    with pytest.raises(ValueError, match='loss of the model is nan'): hessian_top_eig(m, cross_entropy, (x, y))
+    with pytest.raises(ValueError, match='loss of the model is nan'): eps_sharpness(m, cross_entropy, (x, y))
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_cuda_model_with_cpu_data():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 4)).double()
+    x, y = torch.randn(37, 3, dtype=torch.float64), torch.randint(0, 4, (37,))
+    cpu = hessian_top_eig(m, cross_entropy, (x, y), n_iter=200, tol=1e-12)
+    gpu = hessian_top_eig(m.cuda(), cross_entropy, (x, y), n_iter=200, tol=1e-12)
+    assert gpu == pytest.approx(cpu, rel=1e-8)
+    d = random_direction(m)
+    assert all(t.is_cuda for t in d.values())
