@@ -15,7 +15,7 @@ from flatnb.learner import simple_cnn
 from flatnb.distance import add_rbf_grad_
 
 
-def bench(device, widths, n_ckpt=3, bs=128, steps=10, rounds=15, warmup=3):
+def bench(device, widths, n_ckpt=3, bs=128, steps=5, rounds=9, warmup=2):
     torch.manual_seed(0)
     cuda = device.type == 'cuda'
     fmt = torch.channels_last if cuda else torch.contiguous_format
@@ -60,13 +60,14 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--device', default='cpu', help="'cpu', 'cuda', 'cuda:N' (default: cpu)")
     ap.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch default)')
-    ap.add_argument('--rounds', type=int, default=15)
-    ap.add_argument('--steps', type=int, default=10)
+    ap.add_argument('--rounds', type=int, default=9, help='interleaved rounds of each variant (median taken)')
+    ap.add_argument('--steps', type=int, default=5, help='steps per round')
+    ap.add_argument('--wide', action='store_true', help='also time a 4x wider CNN (more parameters per FLOP)')
     a = ap.parse_args()
     if a.threads: torch.set_num_threads(a.threads)
     device = default_device(a.device)
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, batch 128x3x32x32, 3 checkpoints")
-    for widths in ((16, 32, 64), (64, 128, 256)):
+    for widths in ((16, 32, 64),) + (((64, 128, 256),) if a.wide else ()):
         n, b, q, alone = bench(device, widths, rounds=a.rounds, steps=a.steps)
         tag = 'target <= 1.05' if widths == (16, 32, 64) else 'wider net, for reference'
         print(f"simple_cnn{widths} ({n:,} params): SGD step {b*1e3:.2f} ms, SGD + add_rbf_grad_ {q*1e3:.2f} ms, "

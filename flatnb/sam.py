@@ -22,7 +22,8 @@ def _check_rho(rho):
 
 class SAM(torch.optim.Optimizer):
     "Sharpness-Aware Minimization around `base_optimizer`: `first_step` climbs to w+ε, `second_step` restores w and steps"
-    def __new__(cls, *args, adaptive=False, **kwargs):
+    def __new__(cls, *args, **kwargs):
+        adaptive = kwargs.get('adaptive', args[3] if len(args) > 3 else False)
         if adaptive and cls is SAM: cls = ASAM # `SAM(..., adaptive=True)` is an ASAM (defined below)
         return super().__new__(cls)
 

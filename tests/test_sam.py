@@ -85,7 +85,9 @@ def test_step_closure_equals_two_steps():
 def test_adaptive_flag_makes_asam():
     m = small_net()
     assert type(SAM(m.parameters(), torch.optim.SGD, adaptive=True, lr=0.1)) is ASAM
+    assert type(SAM(m.parameters(), torch.optim.SGD, 0.5, True, lr=0.1)) is ASAM
     assert type(SAM(m.parameters(), torch.optim.SGD, lr=0.1)) is SAM
+    assert type(copy.deepcopy(SAM(m.parameters(), torch.optim.SGD, adaptive=True, lr=0.1))) is ASAM
     assert ASAM(m.parameters(), torch.optim.SGD, lr=0.1).param_groups[0]['rho'] == 0.5
 
 
