@@ -16,7 +16,7 @@ from .learner import *
 # %% auto #0
 __all__ = ['TECHNIQUES', 'MODELS', 'EXTRA_METRICS', 'RECIPES', 'BASE_COLS', 'Plan', 'build_model', 'plan_arm', 'train_classifier',
            'Recipe', 'register', 'UsageError', 'resolve', 'writable_dir', 'run', 'results_csv', 'results_table',
-           'plot_results', 'write_results', 'main']
+           'plot_results', 'show_results', 'write_results', 'main']
 
 # %% ../nbs/14_experiment.ipynb #96ea8fac
 @dataclass
@@ -60,6 +60,7 @@ def train_classifier(cfg:dict, # the run's configuration
                     ) -> dict:
     "Train one arm of a classification recipe for one seed; return its final metrics and history"
     set_seed(seed)
+    cfg = {**cfg, 'seed': seed}   # techniques with randomness of their own (Mixup, Cutout) seed from it
     plan = plan_arm(cfg)
     model = build_model(cfg['model'], data.x_train.shape[1], data.n_classes)
     for f in plan.model_tfms: model = f(model)
@@ -100,8 +101,13 @@ register(Recipe('baseline', 'a small BatchNorm CNN, SGD + momentum, one-cycle LR
 # %% ../nbs/14_experiment.ipynb #6a862284
 class UsageError(ValueError): "A bad argument of `run` or of the command line"
 
+def _load_recipes():
+    "Register the recipes of the papers (`16_recipes`), which import every technique"
+    import flatnb.recipes
+
 def resolve(recipe:str, preset:str='cpu', epochs:int|None=None, seeds:int|None=None, arms:list|None=None) -> tuple:
     "Validate the arguments of a run; return the recipe, the preset's configuration and the arms"
+    _load_recipes()
     if recipe not in RECIPES: raise UsageError(f"unknown recipe {recipe!r}; choose from {', '.join(RECIPES)}")
     r = RECIPES[recipe]
     if preset not in r.presets: raise UsageError(f"unknown preset {preset!r} for {recipe}; choose from {', '.join(r.presets)}")
@@ -112,7 +118,8 @@ def resolve(recipe:str, preset:str='cpu', epochs:int|None=None, seeds:int|None=N
     if seeds is not None:
         if seeds < 1: raise UsageError(f"--seeds must be >= 1, got {seeds}")
         cfg['seeds'] = seeds
-    arms = list(r.arms) if not arms else list(arms)
+    arms = list(arms or cfg.pop('arms', None) or r.arms)   # a preset may run a subset of the arms by default
+    cfg.pop('arms', None)
     bad = [a for a in arms if a not in r.arms]
     if bad: raise UsageError(f"unknown arm(s) {', '.join(bad)} for {recipe}; choose from {', '.join(r.arms)}")
     return r, cfg, arms
@@ -139,7 +146,7 @@ def run(recipe:str, # a key of `RECIPES`
         arms:list|None=None, # a subset of the recipe's arms
         data_root:str|Path='data', # where torchvision data sets are cached
         progress:bool=False, # show each run's progress bar
-        log=print, # where to report finished runs; `None` is silent
+        log=partial(print, flush=True), # where to report finished runs; `None` is silent
         backend:str|None=None # torch.distributed backend under torchrun: nccl or gloo (default: nccl with CUDA, else gloo)
        ) -> list[dict]:
     "Run every (arm, seed) of a recipe, resuming finished and interrupted runs; write results.csv, results.md and plots"
@@ -150,7 +157,8 @@ def run(recipe:str, # a key of `RECIPES`
         init_distributed(backend)   # under torchrun; every rank validates the same way, so a bad setting fails on all of them
     except ValueError as e: raise UsageError(str(e)) from None
     rank, world = dist_info()
-    if cfg['bs'] % world: raise UsageError(f"batch size {cfg['bs']} is not divisible by the {world} processes; use a number of processes that divides it")
+    for bs in sorted({r.arms[a].get('bs', cfg['bs']) for a in arms}):
+        if bs % world: raise UsageError(f"batch size {bs} is not divisible by the {world} processes; use a number of processes that divides it")
     if world > 1 and device.type == 'cuda': device = torch.device('cuda', torch.cuda.current_device())
     data = load_dataset(cfg['data'], data_root, **cfg.get('data_kw', {}))   # fails before anything is written
     out = writable_dir(out or f'runs/{recipe}-{preset}')
@@ -211,12 +219,17 @@ def results_table(rows:list[dict], # the runs
 
 # %% ../nbs/14_experiment.ipynb #618c9d4e
 def plot_results(rows:list[dict], title:str='', path:str|Path|None=None):
-    "Left: mean test accuracy per epoch for each arm; right: final test accuracy per arm, one dot per seed"
+    "Mean test accuracy per epoch for each arm; final test accuracy per arm, one dot per seed; and, where measured, accuracy against sharpness"
     import matplotlib
     if path is not None and not _in_notebook(): matplotlib.use('Agg')
     import matplotlib.pyplot as plt, seaborn as sns
     arms = list(dict.fromkeys(r['arm'] for r in rows))
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3.8))
+    sharp = all('hessian_top_eig' in r for r in rows)
+    fig, axs = plt.subplots(1, 3 if sharp else 2, figsize=(16 if sharp else 11, 3.8))
+    a1, a2 = axs[:2]
+    if sharp:
+        sns.scatterplot(x=[r['hessian_top_eig'] for r in rows], y=[r['test_acc'] for r in rows], hue=[r['arm'] for r in rows], ax=axs[2])
+        axs[2].set_xlabel('top Hessian eigenvalue (sharpness)'); axs[2].set_ylabel('final test accuracy'); axs[2].legend(fontsize=7)
     for a in arms:
         hs = [r['history'] for r in rows if r['arm'] == a and r.get('history')]
         if not hs: continue
@@ -238,6 +251,13 @@ def _in_notebook():
         return get_ipython() is not None and 'IPKernelApp' in get_ipython().config
     except ImportError: return False
 
+def show_results(out:str|Path # a run's output folder
+                ):
+    "Display a finished run's results.md and results.png (in a notebook)"
+    from IPython.display import display, Markdown, Image
+    out = Path(out)
+    display(Markdown((out/'results.md').read_text())); display(Image(filename=str(out/'results.png')))
+
 def write_results(rows:list[dict], out:Path, recipe:Recipe, preset:str, data_name:str):
     "Write results.csv, results.md and results.png into `out`, each atomically"
     paper = recipe.paper.get(preset)
@@ -248,6 +268,7 @@ def write_results(rows:list[dict], out:Path, recipe:Recipe, preset:str, data_nam
 
 # %% ../nbs/14_experiment.ipynb #c4b70e39
 def _parser():
+    _load_recipes()
     recipes = '\n'.join(f"  {n:12s} {r.doc} [presets: {', '.join(r.presets)}; arms: {', '.join(r.arms)}]" for n, r in RECIPES.items())
     p = argparse.ArgumentParser(prog='flatnb', formatter_class=argparse.RawDescriptionHelpFormatter,
                                 description='flatnb: training techniques that seek flat minima, and the experiments of their papers.',

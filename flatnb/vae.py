@@ -270,7 +270,7 @@ def train_two_stage(vae:_SWWVAE, # a trained VAE; its encoder is frozen
     feats = Data((ztr - mean) / std, data.y_train, (zte - mean) / std, data.y_test, data.n_classes, data.name + '-latent')
     model = latent_classifier(ztr.shape[1], data.n_classes, head)
     opt = opt or partial(torch.optim.SGD, lr=lr, momentum=0.9, weight_decay=5e-4)
-    cbs = [OneCycle()]
+    cbs = [OneCycle()] if epochs * math.ceil(len(feats.x_train) / bs) >= 8 else [] # one-cycle needs a few steps
     if rho is not None:
         from flatnb.sam import SAMCB
         cbs.append(SAMCB(rho))
@@ -278,9 +278,9 @@ def train_two_stage(vae:_SWWVAE, # a trained VAE; its encoder is frozen
 
 # %% ../nbs/04_beta_vae.ipynb #852b8d54
 SWWDIRVAE_PRESETS = {
-    'cpu': dict(dataset='digits', size=16, widths=(16, 32), latent_dim=16, hidden=256, pool_beta=1.0, lambda_rec=1.0, lambda_m=0.2,
-                beta=1.0, alpha=0.98, method='invcdf', epochs=40, warmup_epochs=10, lr=2e-3, bs=64,
-                clf_head='mlp', clf_epochs=30, clf_lr=0.05, rho=0.05, clf_bs=128),
+    'cpu': dict(dataset='digits', size=16, widths=(8, 16), latent_dim=16, hidden=256, pool_beta=1.0, lambda_rec=1.0, lambda_m=0.2,
+                beta=1.0, alpha=0.98, method='invcdf', epochs=30, warmup_epochs=5, lr=3e-3, bs=64,
+                clf_head='mlp', clf_epochs=20, clf_lr=0.05, rho=0.05, clf_bs=128),
     'paper': dict(dataset='cifar10', size=32, widths=(64, 128, 256), latent_dim=50, hidden=1024, pool_beta=1.0, lambda_rec=1.0, lambda_m=0.2,
                   beta=1.0, alpha=0.98, method='invcdf', epochs=100, warmup_epochs=10, lr=1e-3, bs=128,
                   clf_head='efficientnet_b0', clf_epochs=100, clf_lr=0.1, rho=0.05, clf_bs=128),

@@ -4,7 +4,6 @@ from pathlib import Path
 import pytest, torch
 from conftest import ROOT, flatnb
 
-TORCHRUN = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', '0']
 SCRIPT = str(ROOT/'tests'/'ddp_train.py')
 
 def torchrun(*args, n=2, timeout=300):
@@ -14,13 +13,23 @@ def torchrun(*args, n=2, timeout=300):
 @pytest.mark.parametrize('opt', ['sgd', 'sam'])
 def test_two_processes_match_one(tmp_path, opt):
     if opt == 'sam': pytest.importorskip('flatnb.sam')
-    one = subprocess.run([sys.executable, SCRIPT, opt, tmp_path/'one.pt'], capture_output=True, text=True, timeout=300)
+    one = subprocess.run([sys.executable, SCRIPT, opt, str(tmp_path/'one.pt')], capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr
     two = torchrun(SCRIPT, opt, tmp_path/'two.pt'); assert two.returncode == 0, two.stderr[-3000:]
     a, b = torch.load(tmp_path/'one.pt'), torch.load(tmp_path/'two.pt')
     for k in a['weights']: torch.testing.assert_close(b['weights'][k], a['weights'][k], atol=1e-5, rtol=0)
     for ra, rb in zip(a['history'], b['history']):   # metrics reduced over ranks = the one-process metrics
         assert abs(ra['test_acc'] - rb['test_acc']) < 1e-6 and abs(ra['train_loss'] - rb['train_loss']) < 1e-4
+
+def test_resume_under_torchrun(tmp_path):
+    "A 2-process fit stopped after epoch 1 and resumed (every rank loads rank 0's checkpoint) ends like an uninterrupted one"
+    ref = torchrun(SCRIPT, 'sgd', tmp_path/'ref.pt', '--epochs', '3'); assert ref.returncode == 0, ref.stderr[-3000:]
+    ck = tmp_path/'ck.pt'
+    first = torchrun(SCRIPT, 'sgd', tmp_path/'x.pt', '--epochs', '3', '--ckpt', ck, '--stop-after', '0'); assert first.returncode == 0, first.stderr[-3000:]
+    second = torchrun(SCRIPT, 'sgd', tmp_path/'res.pt', '--epochs', '3', '--ckpt', ck); assert second.returncode == 0, second.stderr[-3000:]
+    a, b = torch.load(tmp_path/'ref.pt'), torch.load(tmp_path/'res.pt')
+    for k in a['weights']: torch.testing.assert_close(b['weights'][k], a['weights'][k], atol=0, rtol=0)
+    assert [r['test_acc'] for r in a['history']] == [r['test_acc'] for r in b['history']]
 
 def test_baseline_recipe_under_torchrun(tmp_path):
     args = ['run', 'baseline', '--epochs', '4', '--seeds', '1', '--device', 'cpu']
