@@ -12,7 +12,7 @@ from .core import *
 from .learner import Callback
 
 # %% auto #0
-__all__ = ['rbf_penalty', 'add_rbf_grad_', 'RBFDistance']
+__all__ = ['rbf_penalty', 'add_rbf_grad_', 'RBFDistance', 'SnapshotEnsemble']
 
 # %% ../nbs/08_distance.ipynb #aba74d3e
 def _sigmas(sigma, n:int) -> list[float]:
@@ -163,3 +163,46 @@ class RBFDistance(Callback):
     def load_state_dict(self, sd):
         self.checkpoints = [[t.clone() for t in ck] for ck in sd['checkpoints']]
         self.sigmas, self.log = list(sd['sigmas']), list(sd['log'])
+
+# %% ../nbs/08_distance.ipynb #7f3e3a9a
+class SnapshotEnsemble(Callback):
+    "Snapshot ensemble (Huang et al. 2017): keep the weights at the end of each LR cycle; evaluate the mean of their softmax in the last epoch"
+    order = -5 # after MetricsCB (-10) has written the test metrics of the last epoch, which it replaces
+    def __init__(self, cycles:int=4, # LR cycles in the fit (as given to `cosine_restarts`); a snapshot ends each
+                 keep:int|None=None # ensemble the last `keep` snapshots; `None`: all
+                ):
+        if cycles < 1: raise ValueError(f"cycles must be >= 1, got {cycles}")
+        if keep is not None and keep < 1: raise ValueError(f"keep must be >= 1 or None, got {keep}")
+        self.cycles, self.keep, self.snapshots = cycles, keep, []
+    def snapshot_epochs(self, n_epochs:int) -> list[int]:
+        "The epochs (0-based) after whose training pass a snapshot is taken"
+        return [round((k + 1) * n_epochs / self.cycles) - 1 for k in range(self.cycles)]
+    def before_fit(self, learn):
+        if self.cycles > learn.n_epochs: raise ValueError(f"{self.cycles} cycles need at least as many epochs, got {learn.n_epochs}")
+        self.snapshots = []
+    def after_train(self, learn):
+        if learn.epoch in self.snapshot_epochs(learn.n_epochs):
+            self.snapshots.append({k: v.detach().clone() for k, v in learn.model.state_dict().items()})
+    def after_validate(self, learn):
+        if learn.epoch != learn.n_epochs - 1: return
+        r = learn.history[-1]; r['single_test_acc'] = r['test_acc']
+        r['test_loss'], r['test_acc'] = self.evaluate(learn)
+        r['gap'] = r['test_acc'] - r['train_acc']
+    def evaluate(self, learn) -> tuple[float, float]:
+        "Loss and accuracy on the test set of the mean softmax of the snapshots"
+        import copy
+        snaps = self.snapshots[-self.keep:] if self.keep else self.snapshots
+        net = copy.deepcopy(learn.model).eval()
+        nll, correct, n = (torch.zeros((), device=learn.device) for _ in range(3))
+        with torch.no_grad():
+            for xb, yb in learn.test_dl:
+                xb = xb.contiguous(memory_format=learn.memory_format)
+                p = 0
+                for sd in snaps:
+                    net.load_state_dict(sd)
+                    with learn.autocast(): p = p + net(xb).float().softmax(-1) / len(snaps)
+                nll += -p.gather(1, yb[:, None]).clamp_min(1e-12).log().sum(); correct += (p.argmax(-1) == yb).sum(); n += len(yb)
+        all_reduce_sum_(nll, correct, n)
+        return (nll / n).item(), (correct / n).item()
+    def state_dict(self): return dict(snapshots=self.snapshots)
+    def load_state_dict(self, sd): self.snapshots = sd['snapshots']

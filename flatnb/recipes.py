@@ -13,7 +13,7 @@ from .experiment import TECHNIQUES, MODELS, EXTRA_METRICS, Recipe, register
 from .sam import SAMCB
 from .mixup import MixUp, Cutout, LabelSmoothing
 from .gmix import GMix
-from .distance import RBFDistance
+from .distance import RBFDistance, SnapshotEnsemble
 from .swa import SWA
 from .blurpool import blurpool
 from .se import squeeze_excite
@@ -37,6 +37,7 @@ technique('label_smoothing')(lambda cfg, plan: plan.cbs.append(LabelSmoothing(cf
 technique('swa')(lambda cfg, plan: plan.cbs.append(SWA(start=cfg.get('swa_start', 0.75), swa_lr=cfg.get('swa_lr'))))
 technique('multistep')(lambda cfg, plan: plan.cbs.append(multistep(cfg.get('milestones', (0.5, 0.75)))))
 technique('cosine_restarts')(lambda cfg, plan: plan.cbs.append(cosine_restarts(cfg.get('cycles', 4))))
+technique('snapshot')(lambda cfg, plan: plan.cbs.append(SnapshotEnsemble(cfg.get('cycles', 4))))
 technique('blurpool')(lambda cfg, plan: plan.model_tfms.append(partial(blurpool, min_channels=cfg.get('blur_min_channels', 1))))
 technique('se')(lambda cfg, plan: plan.model_tfms.append(
     partial(squeeze_excite, min_channels=cfg.get('se_min_channels', 8), latent_channels=cfg.get('se_latent_channels'))))
@@ -127,7 +128,7 @@ register(Recipe('efficient', 'one technique at a time and combined, on the 1.5K-
 # %% ../nbs/16_recipes.ipynb #5ca6bf95
 DISTANCE_ARMS = dict(baseline=dict(techniques=()), distance=dict(techniques=('distance',), keep=1),
                      **{'distance-3': dict(techniques=('distance',), keep=3)},
-                     cosine_restarts=dict(techniques=('cosine_restarts',)))
+                     cosine_restarts=dict(techniques=('cosine_restarts',)), snapshot=dict(techniques=('cosine_restarts', 'snapshot')))
 _d_paper = lambda model: dict(data='cifar10', model=model, epochs=300, bs=128, lr=0.01, wd=1e-3, crop_padding=4, flip=True, seeds=3,
                               strength=1.0, sigma_scale=1.0, cycles=6, extra_metrics=('sharpness',))
 register(Recipe('distance', 'RBF distance from past checkpoints against SGD and warm restarts (002)',

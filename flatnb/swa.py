@@ -145,3 +145,15 @@ def recompute_bn(learn, # a `Learner`; its model's BatchNorm statistics are rese
     loader = learn.train_dl if loader is None else loader
     fmt = lambda x: x.contiguous(memory_format=learn.memory_format) if x.ndim == 4 else x
     with learn.autocast(): update_bn((fmt(xb) for xb, *_ in loader), learn.model)
+    _pool_bn_across_ranks(learn.model)
+
+def _pool_bn_across_ranks(model:nn.Module):
+    "Under torch.distributed: replace each rank's BatchNorm statistics by those of the union of the ranks' equal shards"
+    world = dist_info()[1]
+    if world == 1: return
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
+            mean, var = m.running_mean, m.running_var
+            sq = var + mean * mean                       # E[x²] of this rank's shard
+            all_reduce_sum_(mean, sq)
+            mean /= world; var.copy_(sq / world - mean * mean)   # pooled mean, and E[x²] - E[x]² of the union

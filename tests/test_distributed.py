@@ -51,3 +51,7 @@ def test_bad_distributed_config_fails_on_every_rank(tmp_path, args, n, msg):
     assert r.stderr.count(f'flatnb: error: ') == n and r.stderr.count(msg) == n, r.stderr[-2000:]   # one line from each rank
     assert 'exitcode  : 2' in r.stderr   # the ranks exit with status 2 (the traceback that follows is torchrun's own report)
     assert not (tmp_path/'o').exists()
+
+def test_swa_batchnorm_statistics_pooled_across_ranks():
+    r = torchrun(ROOT/'tests'/'ddp_bn.py', timeout=120)
+    assert r.returncode == 0 and r.stdout.count('equal those of the union') == 2, r.stderr[-2000:]
