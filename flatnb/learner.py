@@ -59,7 +59,8 @@ class Learner:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model.to(self.device, memory_format=self.memory_format)
         self.amp_dtype = autocast_dtype(self.device) if amp else None
-        self.fwd = self.model if self.world_size == 1 else nn.parallel.DistributedDataParallel(self.model, device_ids=[torch.cuda.current_device()] if cuda else None)
+        self.ddp = None if self.world_size == 1 else nn.parallel.DistributedDataParallel(self.model, device_ids=[torch.cuda.current_device()] if cuda else None)
+        self.fwd = self.ddp or self.model
         if compile: self.fwd = torch.compile(self.fwd)
         if isinstance(data, Data):
             self.data = data = data.to(self.device)

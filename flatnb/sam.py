@@ -139,10 +139,14 @@ class SAMCB(Callback):
     "Run the Learner's step as SAM/ASAM: first_step, a second forward/backward with frozen BN statistics, second_step"
     order = -30 # wrap the optimizer before OneCycle (-20) attaches its schedule and Checkpoint (100) loads its state
     def __init__(self, rho:float|None=None, # wrap the Learner's optimizer in a SAM with this ρ; `None`: it must already be a `SAM`
-                 adaptive:bool=False # with `rho`: make it an ASAM
+                 adaptive:bool=False, # with `rho`: make it an ASAM
+                 sync:bool=True # under torch.distributed: all-reduce the first-pass gradient (one ε for all); False: each rank its own ε (m-sharpness)
                 ):
         if rho is not None: _check_rho(rho)
-        self.rho, self.adaptive = rho, adaptive
+        self.rho, self.adaptive, self.sync, self._no_sync = rho, adaptive, sync, None
+    def before_batch(self, learn):
+        if learn.training and not self.sync and learn.ddp is not None:   # DDP decides at forward time whether backward syncs
+            self._no_sync = learn.ddp.no_sync(); self._no_sync.__enter__()
     def before_fit(self, learn):
         o = learn.opt
         if isinstance(o, SAM): return
@@ -152,6 +156,7 @@ class SAMCB(Callback):
         learn.opt = SAM(o.param_groups, type(o), rho=self.rho, adaptive=self.adaptive, **o.defaults)
     def step(self, learn):
         opt = learn.opt
+        if self._no_sync is not None: self._no_sync.__exit__(None, None, None); self._no_sync = None   # the second pass syncs
         opt.first_step(zero_grad=True)
         try:
             with frozen_bn_stats(learn.model): learn.closure()

@@ -278,8 +278,8 @@ def train_two_stage(vae:_SWWVAE, # a trained VAE; its encoder is frozen
 
 # %% ../nbs/04_beta_vae.ipynb #852b8d54
 SWWDIRVAE_PRESETS = {
-    'cpu': dict(dataset='digits', size=16, widths=(8, 16), latent_dim=16, hidden=256, pool_beta=1.0, lambda_rec=1.0, lambda_m=0.2,
-                beta=1.0, alpha=0.98, method='invcdf', epochs=30, warmup_epochs=5, lr=3e-3, bs=64,
+    'cpu': dict(dataset='digits', size=16, widths=(8, 16), latent_dim=32, hidden=256, pool_beta=0.2, lambda_rec=1.0, lambda_m=2.0,
+                beta=0.1, alpha=0.98, method='invcdf', epochs=30, warmup_epochs=5, lr=3e-3, bs=64,
                 clf_head='mlp', clf_epochs=20, clf_lr=0.05, rho=0.05, clf_bs=128),
     'paper': dict(dataset='cifar10', size=32, widths=(64, 128, 256), latent_dim=50, hidden=1024, pool_beta=1.0, lambda_rec=1.0, lambda_m=0.2,
                   beta=1.0, alpha=0.98, method='invcdf', epochs=100, warmup_epochs=10, lr=1e-3, bs=128,
@@ -296,7 +296,7 @@ def _save_recon(model, x, path, n=8):
     show = lambda t: (t.permute(1, 2, 0).squeeze(-1) - t.min()) / (t.max() - t.min() + 1e-8)
     fig, axs = plt.subplots(2, n, figsize=(n * 0.9, 2.0))
     for i in range(n):
-        for j, t in enumerate((x[i], r[i])): axs[j, i].imshow(show(t.float().cpu()), cmap='gray_r'); axs[j, i].axis('off')
+        for j, t in enumerate((x[i], r[i])): axs[j, i].imshow(show(t.float().cpu()).numpy(), cmap='gray_r'); axs[j, i].axis('off')
     axs[0, 0].set_title('input', fontsize=7, loc='left'); axs[1, 0].set_title('reconstruction', fontsize=7, loc='left')
     fig.tight_layout(); fig.savefig(path, dpi=100); plt.close(fig)
 
@@ -305,7 +305,7 @@ def _save_latent(z, y, path, title):
     z = z.float().cpu(); z = z - z.mean(0)
     pc = z @ torch.linalg.svd(z, full_matrices=False).Vh[:2].T                   # PCA to 2-D
     fig, ax = plt.subplots(figsize=(4.2, 3.8))
-    sc = ax.scatter(pc[:, 0], pc[:, 1], c=y.cpu(), cmap='tab10', s=5)
+    sc = ax.scatter(pc[:, 0].numpy(), pc[:, 1].numpy(), c=y.cpu().numpy(), cmap='tab10', s=5)
     ax.legend(*sc.legend_elements(), fontsize=6, loc='best', markerscale=0.7); ax.set_title(title, fontsize=9)
     ax.set_xlabel('PC 1'); ax.set_ylabel('PC 2'); fig.tight_layout(); fig.savefig(path, dpi=100); plt.close(fig)
 

@@ -21,6 +21,15 @@ def test_two_processes_match_one(tmp_path, opt):
     for ra, rb in zip(a['history'], b['history']):   # metrics reduced over ranks = the one-process metrics
         assert abs(ra['test_acc'] - rb['test_acc']) < 1e-6 and abs(ra['train_loss'] - rb['train_loss']) < 1e-4
 
+def test_per_rank_sam_is_m_sharpness(tmp_path):
+    "SAMCB(sync=False) on 2 ranks = one process that perturbs each half of every batch separately (m-sharpness, m = B/2)"
+    pytest.importorskip('flatnb.sam')
+    ref = subprocess.run([sys.executable, SCRIPT, 'msam-ref', str(tmp_path/'ref.pt')], capture_output=True, text=True, timeout=300)
+    assert ref.returncode == 0, ref.stderr
+    two = torchrun(SCRIPT, 'sam', tmp_path/'two.pt', '--sam-per-rank'); assert two.returncode == 0, two.stderr[-3000:]
+    a, b = torch.load(tmp_path/'ref.pt'), torch.load(tmp_path/'two.pt')
+    for k in a['weights']: torch.testing.assert_close(b['weights'][k], a['weights'][k], atol=1e-5, rtol=0)
+
 def test_resume_under_torchrun(tmp_path):
     "A 2-process fit stopped after epoch 1 and resumed (every rank loads rank 0's checkpoint) ends like an uninterrupted one"
     ref = torchrun(SCRIPT, 'sgd', tmp_path/'ref.pt', '--epochs', '3'); assert ref.returncode == 0, ref.stderr[-3000:]
