@@ -267,7 +267,9 @@ class OneCycle(Scheduler):
         if max_lr is not None and not max_lr > 0: raise ValueError(f"max_lr must be > 0, got {max_lr}")
         def make(opt, n, spe):
             d = opt.defaults
-            return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr or d['lr'], total_steps=n, pct_start=pct_start,
+            if n < 4: raise ValueError(f"one-cycle needs at least 4 optimizer steps in the fit, got {n}")
+            pct = min(max(pct_start, 2.5 / n), (n - 2.5) / n)   # each phase at least 2 steps (torch divides by its length - 1)
+            return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr or d['lr'], total_steps=n, pct_start=pct,
                 div_factor=div_factor, final_div_factor=final_div_factor, cycle_momentum='momentum' in d and d['momentum'] > 0 or 'betas' in d)
         super().__init__(make)
 

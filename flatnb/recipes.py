@@ -19,6 +19,7 @@ from .blurpool import blurpool
 from .se import squeeze_excite
 from . import models as fm
 from .flatness import hessian_top_eig
+from .vae import train_swwdirvae, SWWDIRVAE_PRESETS
 
 # %% auto #0
 __all__ = ['GMIX_ARMS', 'EFFICIENT_ARMS', 'DISTANCE_ARMS', 'technique', 'sharpness', 'efficiency']
@@ -136,3 +137,11 @@ register(Recipe('distance', 'RBF distance from past checkpoints against SGD and 
                          wd=1e-3, strength=1.0, sigma_scale=1.0, cycles=4, seeds=3, extra_metrics=('sharpness',), hessian_examples=256, hessian_iters=10),
              'paper': _d_paper('resnet20'), 'paper-mobilenet_v2': _d_paper('mobilenet_v2')},
     arms=DISTANCE_ARMS))
+
+# %% ../nbs/16_recipes.ipynb #250de1f0
+def _run_swwdirvae(cfg, data, seed, run_dir, device=None, progress=False): return train_swwdirvae(cfg, data, seed, run_dir, device=device)
+_vae_preset = lambda p, data, **kw: {**SWWDIRVAE_PRESETS[p], 'data': data, **kw}
+register(Recipe('swwdirvae', 'β-SWWDirVAE latent kNN error vs raw pixels and a Gaussian VAE, and the two-stage SAM classifier (000)',
+    presets={'cpu': _vae_preset('cpu', 'digits', data_kw=dict(size=16), seeds=3),
+             'paper': _vae_preset('paper', 'cifar10', seeds=1), 'paper-cifar100': _vae_preset('paper', 'cifar100', seeds=1)},
+    arms=dict(invcdf=dict(method='invcdf'), implicit=dict(method='implicit')), run=_run_swwdirvae))

@@ -270,7 +270,7 @@ def train_two_stage(vae:_SWWVAE, # a trained VAE; its encoder is frozen
     feats = Data((ztr - mean) / std, data.y_train, (zte - mean) / std, data.y_test, data.n_classes, data.name + '-latent')
     model = latent_classifier(ztr.shape[1], data.n_classes, head)
     opt = opt or partial(torch.optim.SGD, lr=lr, momentum=0.9, weight_decay=5e-4)
-    cbs = [OneCycle()] if epochs * math.ceil(len(feats.x_train) / bs) >= 8 else [] # one-cycle needs a few steps
+    cbs = [OneCycle()]
     if rho is not None:
         from flatnb.sam import SAMCB
         cbs.append(SAMCB(rho))
