@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The two commands of the README, and the chores behind them. Needs only Python 3.11+ and pip.
 
-    python3 tasks.py run      # the main job: `flatnb run baseline --preset cpu` on the embedded digits data
+    python3 tasks.py run      # the main job: `flatnb run gmix --preset cpu` on the embedded digits data
     python3 tasks.py test     # the whole test suite: nbdev_test, then pytest
 
 Each creates (or reuses) .venv/ and installs exactly what it needs: the runtime requirements of settings.ini for
@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT/'.venv'
 BIN = VENV/('Scripts' if os.name == 'nt' else 'bin')
-MAIN_JOB = ['flatnb', 'run', 'baseline', '--preset', 'cpu', '--out', 'runs/baseline-cpu']
+MAIN_JOB = ['flatnb', 'run', 'gmix', '--preset', 'cpu', '--out', 'runs/gmix-cpu']
 
 def sh(*cmd, **kw):
     print('+', ' '.join(map(str, cmd)), flush=True)

@@ -88,7 +88,7 @@ _paper = lambda data, model, **kw: {**dict(data=data, model=model, epochs=200, b
                                            crop_padding=4, flip=True, seeds=3, extra_metrics=('sharpness',)), **kw}
 _t1 = lambda src, v, s, m: dict(source=src, vanilla=v, sam=s, mixup=m)
 register(Recipe('gmix', 'G-Mix, BG-Mix, DG-Mix against Vanilla, SAM and Mixup (004)',
-    presets={'cpu': dict(data='digits', data_kw=dict(size=16, n_train=600, label_noise=0.2), model='simple_cnn', epochs=12, bs=64, lr=0.05,
+    presets={'cpu': dict(data='digits', data_kw=dict(size=16, n_train=600, label_noise=0.2), model='simple_cnn', epochs=30, bs=64, lr=0.05,
                          wd=5e-4, rho=0.05, alpha=1.0, ratio=0.5, seeds=3, extra_metrics=('sharpness',), hessian_examples=256, hessian_iters=10,
                          arms=_main6 + list(_ratio_sweep)),
              'paper': _paper('cifar10', 'wrn16_8', arms=_main6 + list(_ratio_sweep) + list(_bs_sweep)),
@@ -116,8 +116,8 @@ _eff = dict(epochs=40, bs=128, lr=0.05, alpha=0.4, cutout_size=10, seeds=3, extr
 _t4_mnist = dict(source='001 Table 4, MNIST (cpu: ours on digits 28×28, not MNIST)', baseline=98.35, onecycle=98.92, cutout=98.45, blurpool=99.21,
                  se=99.18, mixup=97.85, label_smoothing=98.83, sam=98.77, swa=99.02, **{'bp+se+swa': 99.2})
 register(Recipe('efficient', 'one technique at a time and combined, on the 1.5K-parameter DW net (001)',
-    presets={'cpu': dict(data='digits', data_kw=dict(size=28), model='mnist_1k5_dw', epochs=20, bs=64, lr=0.05, alpha=0.4, cutout_size=10,
-                         seeds=3, extra_metrics=('efficiency', 'sharpness'), hessian_examples=256, hessian_iters=10),
+    presets={'cpu': dict(data='digits', data_kw=dict(size=28), model='mnist_1k5_dw', epochs=15, bs=64, lr=0.05, alpha=0.4, cutout_size=10,
+                         seeds=3, extra_metrics=('efficiency', 'sharpness'), hessian_examples=256, hessian_iters=10, arms=_single + ['bp+se+swa']),
              'paper': dict(data='mnist', model='mnist_1k5_dw', **_eff, arms=_single + ['bp+se+swa']),
              'paper-cifar10': dict(data='cifar10', model='cifar_143k_dw', crop_padding=4, flip=True, **{**_eff, 'cutout_size': 16})},
     arms=EFFICIENT_ARMS,
