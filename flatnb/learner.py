@@ -268,7 +268,7 @@ class OneCycle(Scheduler):
         def make(opt, n, spe):
             d = opt.defaults
             if n < 4: raise ValueError(f"one-cycle needs at least 4 optimizer steps in the fit, got {n}")
-            pct = min(max(pct_start, 2.5 / n), (n - 2.5) / n)   # each phase at least 2 steps (torch divides by its length - 1)
+            pct = pct_start if pct_start * n > 1 else 2 / n   # torch divides by pct_start·n - 1: give the warm-up 2 steps when it would be 0
             return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr or d['lr'], total_steps=n, pct_start=pct,
                 div_factor=div_factor, final_div_factor=final_div_factor, cycle_momentum='momentum' in d and d['momentum'] > 0 or 'betas' in d)
         super().__init__(make)
