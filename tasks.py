@@ -47,7 +47,7 @@ def main(argv):
         ensure_venv(dev=False); sh(*MAIN_JOB, *argv[2:], env=env)
     elif cmd == 'test':
         ensure_venv(dev=True)
-        sh(BIN/'nbdev_test', '--n_workers', '2', '--timing', env=env)
+        sh(BIN/'nbdev_test', '--n_workers', '2', '--timing', env={**env, 'OMP_NUM_THREADS': '1'})   # 2 notebooks at once, 1 thread each: no oversubscription
         sh(BIN/'python', '-m', 'pytest', '-q', 'tests', *argv[2:], env=env)
     elif cmd == 'readme': ensure_venv(dev=True); readme()
     elif cmd == 'lab': ensure_venv(dev=True); sh(BIN/'jupyter', 'lab', 'nbs', env=env)
