@@ -4,7 +4,7 @@
 
 # %% ../nbs/14_experiment.ipynb #9f358375
 from __future__ import annotations
-import argparse, csv, io, json, math, os, sys, time
+import argparse, csv, gc, io, json, math, os, sys, time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -300,5 +300,5 @@ def main(argv:list|None=None):
         run(a.recipe, a.preset, a.out, a.epochs, a.seeds, a.device, a.arms.split(',') if a.arms else None, a.data_root, a.progress, backend=a.backend)
     except (UsageError, DataMissingError) as e: fail(str(e))
     except NonFiniteLossError as e: print(f"flatnb: {e}", file=sys.stderr); sys.exit(1)
-    finally:
-        if dist.is_available() and dist.is_initialized(): dist.destroy_process_group()
+    finally:   # free the Learners (and their DDP reducers, held in reference cycles) before the process group goes
+        if dist.is_available() and dist.is_initialized(): gc.collect(); dist.destroy_process_group()

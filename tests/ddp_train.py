@@ -61,5 +61,6 @@ def main():
 
 if __name__ == '__main__':
     try: main()
-    finally:
+    finally:   # free the Learner (and its DDP reducer, held in a reference cycle) before the process group goes
+        import gc; gc.collect()
         if torch.distributed.is_initialized(): torch.distributed.destroy_process_group()
