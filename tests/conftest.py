@@ -1,6 +1,6 @@
 import os, subprocess, sys
 from pathlib import Path
-import pytest
+import pytest, torch
 
 ROOT = Path(__file__).resolve().parents[1]
 FLATNB = [sys.executable, '-m', 'flatnb']
@@ -11,3 +11,13 @@ def flatnb(*args, cwd=None, timeout=600, **kw):
 
 @pytest.fixture
 def run_flatnb(): return flatnb
+
+def restore_and_sgd_step_(model, stats, params, w, d, bufs, lr, momentum, wd):
+    "Reference step of the SAM-family tests: put back BatchNorm `stats` and weights `w`, then SGD (momentum, weight decay) with direction `d`"
+    sd = model.state_dict()
+    with torch.no_grad():
+        for k, v in stats.items(): sd[k].copy_(v)
+        for i, (p, wi, di) in enumerate(zip(params, w, d)):
+            di = di + wd * wi
+            bufs[i] = di.clone() if bufs[i] is None else momentum * bufs[i] + di
+            p.copy_(wi - lr * bufs[i])

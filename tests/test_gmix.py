@@ -2,6 +2,7 @@
 import copy, math
 import pytest
 import torch
+from conftest import restore_and_sgd_step_
 from torch import nn
 import torch.nn.functional as F
 from flatnb.sam import SAM, frozen_bn_stats
@@ -65,13 +66,7 @@ def reference_step(model, bufs, x, y, lam, perm, mode, ratio, beta, rho=0.1, lr=
         nS = sum(float((a * a).sum()) for a in gS)
         d = [a + beta * (b - dot / nS * a) for a, b in zip(gS, gL)]
     # 5. restore w (and the BN statistics of the first pass), SGD with momentum and weight decay
-    sd = model.state_dict()
-    with torch.no_grad():
-        for k_, v in stats.items(): sd[k_].copy_(v)
-        for i, (p, wi, di) in enumerate(zip(params, w, d)):
-            di = di + wd * wi
-            bufs[i] = di.clone() if bufs[i] is None else mom * bufs[i] + di
-            p.copy_(wi - lr * bufs[i])
+    restore_and_sgd_step_(model, stats, params, w, d, bufs, lr, mom, wd)
     return s, S
 
 

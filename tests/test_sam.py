@@ -2,6 +2,7 @@
 import copy, math, warnings
 import pytest
 import torch
+from conftest import restore_and_sgd_step_
 from torch import nn
 import torch.nn.functional as F
 from flatnb.sam import SAM, ASAM, SAMCB, frozen_bn_stats
@@ -36,13 +37,7 @@ def reference_sam(model, data, rho, lr, momentum, wd, adaptive=False):
         with torch.no_grad():
             for p, wi, ti, gi in zip(params, w, t, g1): p.copy_(wi + rho * ti ** 2 * gi / (norm + 1e-12))
         g2 = torch.autograd.grad(F.cross_entropy(model(x), y), params)
-        sd = model.state_dict()
-        with torch.no_grad():
-            for k, v in saved.items(): sd[k].copy_(v)
-            for i, (p, wi, gi) in enumerate(zip(params, w, g2)):
-                d = gi + wd * wi
-                bufs[i] = d.clone() if bufs[i] is None else momentum * bufs[i] + d
-                p.copy_(wi - lr * bufs[i])
+        restore_and_sgd_step_(model, saved, params, w, g2, bufs, lr, momentum, wd)
     return model
 
 
