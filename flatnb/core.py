@@ -13,10 +13,57 @@ import torch.nn.functional as F
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['DIGITS_SIZES', 'DATASETS', 'BACKENDS', 'default_device', 'autocast_dtype', 'set_seed', 'rng_state', 'set_rng_state',
-           'Data', 'standardise', 'symmetric_label_noise', 'digits', 'DataMissingError', 'cached_dataset',
-           'load_dataset', 'random_crop', 'random_flip', 'Augment', 'DeviceLoader', 'dist_info', 'is_main_process',
-           'init_distributed', 'all_reduce_sum_', 'barrier', 'cross_entropy', 'accuracy']
+__all__ = ['DIGITS_SIZES', 'DATASETS', 'BACKENDS', 'check_num', 'check_choice', 'epoch_count', 'default_device', 'autocast_dtype',
+           'set_seed', 'rng_state', 'set_rng_state', 'Data', 'standardise', 'symmetric_label_noise', 'digits',
+           'DataMissingError', 'cached_dataset', 'load_dataset', 'random_crop', 'random_flip', 'Augment',
+           'DeviceLoader', 'dist_info', 'is_main_process', 'init_distributed', 'all_reduce_sum_', 'barrier',
+           'cross_entropy', 'accuracy']
+
+# %% ../nbs/00_core.ipynb #50502a69
+def _interval(lo, hi, lo_open, hi_open) -> str:
+    if lo is not None and hi is not None: return f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+    if lo is not None: return f"{'>' if lo_open else '>='} {lo:g}"
+    if hi is not None: return f"{'<' if hi_open else '<='} {hi:g}"
+    return ''
+
+def check_num(v, # the value to check
+              name:str, # its name in the message
+              lo:float|None=None, # lower bound (`None`: unbounded)
+              hi:float|None=None, # upper bound (`None`: unbounded)
+              lo_open:bool=False, # exclude `lo` itself
+              hi_open:bool=False, # exclude `hi` itself
+              integer:bool=False, # require an `int`
+              optional:bool=False, # also accept `None`
+              hint:str='' # what the value means, appended to the message
+             ):
+    "Return `v` if it is a finite number (an `int` if `integer`; never a `bool`) inside the interval, else raise `ValueError`"
+    if v is None and optional: return v
+    kinds = (int,) if integer else (int, float)
+    ok = not isinstance(v, bool) and isinstance(v, kinds) and math.isfinite(v)
+    ok = ok and (lo is None or (v > lo if lo_open else v >= lo)) and (hi is None or (v < hi if hi_open else v <= hi))
+    if not ok:
+        what = ' '.join(s for s in ('an integer' if integer else 'a finite number', _interval(lo, hi, lo_open, hi_open)) if s)
+        raise ValueError(f"{name} must be {what}{' or None' if optional else ''}{f' ({hint})' if hint else ''}, got {v!r}")
+    return v
+
+def check_choice(v, # the value to check
+                 name:str, # what it names, for the message ("mode", "model", ...)
+                 choices # the allowed values
+                ):
+    "Return `v` if it is one of `choices`, else raise `ValueError` listing them"
+    if v not in choices: raise ValueError(f"unknown {name} {v!r}; choose from {', '.join(map(str, choices))}")
+    return v
+
+# %% ../nbs/00_core.ipynb #2d02e8cf
+def epoch_count(v, # an int >= 1 (epochs) or a float in (0, 1) (a fraction of `n_epochs`)
+                n_epochs:int, # the length of the fit
+                name:str # the setting's name, for the message
+               ) -> int:
+    "A number of epochs given as an int >= 1 or as a fraction in (0, 1) of `n_epochs` (rounded, at least 1)"
+    if isinstance(v, float):
+        check_num(v, f"{name} as a fraction of the epochs", 0, 1, lo_open=True, hi_open=True)
+        return max(1, round(v * n_epochs))
+    return check_num(v, name, 1, integer=True, hint='epochs, or a fraction in (0, 1) of the fit')
 
 # %% ../nbs/00_core.ipynb #64bc6ff0
 def default_device(device:str|torch.device|None=None # `None` picks CUDA, then Apple MPS, then CPU
