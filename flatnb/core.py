@@ -15,8 +15,8 @@ from torch import Tensor
 # %% auto #0
 __all__ = ['DIGITS_SIZES', 'DATASETS', 'BACKENDS', 'check_num', 'check_choice', 'epoch_count', 'default_device', 'autocast_dtype',
            'set_seed', 'rng_state', 'set_rng_state', 'Data', 'standardise', 'symmetric_label_noise', 'digits',
-           'DataMissingError', 'cached_dataset', 'load_dataset', 'random_crop', 'random_flip', 'Augment',
-           'DeviceLoader', 'dist_info', 'is_main_process', 'init_distributed', 'all_reduce_sum_', 'barrier',
+           'DataMissingError', 'atomic_write_text', 'cached_dataset', 'load_dataset', 'random_crop', 'random_flip',
+           'Augment', 'DeviceLoader', 'dist_info', 'is_main_process', 'init_distributed', 'all_reduce_sum_', 'barrier',
            'cross_entropy', 'accuracy']
 
 # %% ../nbs/00_core.ipynb #50502a69
@@ -194,6 +194,14 @@ def _tv_spec(name):
                 stl10=(tvd.STL10, dict(split='train'), dict(split='test'), 10))[name]
 
 DATASETS = ('mnist', 'cifar10', 'cifar100', 'svhn', 'stl10')
+
+# %% ../nbs/00_core.ipynb #1d611510
+def atomic_write_text(path:str|Path, # the destination
+                      text:str # its new content
+                     ):
+    "Write `text` to `path` through a temporary file and a rename, so `path` is never half-written"
+    path = Path(path); tmp = path.with_name(path.name + '.tmp')
+    tmp.write_text(text); os.replace(tmp, path)
 
 # %% ../nbs/00_core.ipynb #3eec6b86
 def _as_uint8_nchw(ds) -> tuple[Tensor, Tensor]:

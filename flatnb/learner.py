@@ -15,8 +15,8 @@ from .core import *
 
 # %% auto #0
 __all__ = ['STEPS', 'CancelFitException', 'CancelEpochException', 'CancelBatchException', 'NonFiniteLossError', 'Callback',
-           'Learner', 'MetricsCB', 'ProgressCB', 'conv_bn', 'simple_cnn', 'Scheduler', 'OneCycle', 'multistep',
-           'cosine_restarts', 'atomic_save', 'Checkpoint', 'plot_history']
+           'Learner', 'MetricsCB', 'in_notebook', 'ProgressCB', 'conv_bn', 'simple_cnn', 'Scheduler', 'OneCycle',
+           'multistep', 'cosine_restarts', 'atomic_save', 'Checkpoint', 'plot_history']
 
 # %% ../nbs/01_learner.ipynb #818812d2
 class CancelFitException(Exception): "Stop training now; `after_fit` still runs"
@@ -196,12 +196,14 @@ class MetricsCB(Callback):
         learn.history.append(learn.record)
 
 # %% ../nbs/01_learner.ipynb #4a819b65
-def _interactive() -> bool:
+def in_notebook() -> bool:
+    "True inside a Jupyter kernel (not under `nbdev_test`, whose shell has no kernel app)"
     try:
         from IPython import get_ipython
-        if get_ipython() is not None and 'IPKernelApp' in get_ipython().config: return True
-    except ImportError: pass
-    return sys.stdout.isatty()
+        return get_ipython() is not None and 'IPKernelApp' in get_ipython().config
+    except ImportError: return False
+
+def _interactive() -> bool: return in_notebook() or sys.stdout.isatty()
 
 class ProgressCB(Callback):
     "Progress bar over epochs and batches, with a metrics row per epoch; silent when not interactive"
