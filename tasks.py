@@ -27,7 +27,8 @@ def ensure_venv(dev:bool):
     "Create .venv if needed; install flatnb (editable) with its runtime (and, for `dev`, development) requirements"
     cfg = configparser.ConfigParser(delimiters=['=']); cfg.read(ROOT/'settings.ini')
     reqs = shlex.split(cfg['DEFAULT']['requirements']) + (shlex.split(cfg['DEFAULT']['dev_requirements']) if dev else [])
-    stamp = VENV/('.installed-' + hashlib.sha1(' '.join(reqs).encode() + (ROOT/'setup.py').read_bytes()).hexdigest()[:12])
+    key = ' '.join(reqs).encode() + (ROOT/'setup.py').read_bytes() + (ROOT/'settings.ini').read_bytes()  # entry points too
+    stamp = VENV/('.installed-' + hashlib.sha1(key).hexdigest()[:12])
     if stamp.exists(): return
     if not (BIN/'python').exists():
         print(f'creating {VENV}', flush=True); venv.create(VENV, with_pip=True)

@@ -19,7 +19,7 @@ def bench(device, widths, n_ckpt=3, bs=128, steps=5, rounds=9, warmup=2):
     torch.manual_seed(0)
     cuda = device.type == 'cuda'
     fmt = torch.channels_last if cuda else torch.contiguous_format
-    model = simple_cnn(3, 10, widths).to(device, memory_format=fmt)
+    model = simple_cnn(num_classes=10, in_channels=3, widths=widths).to(device, memory_format=fmt)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x = torch.randn(bs, 3, 32, 32, device=device).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, (bs,), device=device)

@@ -1,16 +1,54 @@
 """Device-resident batches (`flatnb.core.DeviceLoader`) against `torch.utils.data.DataLoader` over a `TensorDataset`.
 
-Same data, same batch size, same augmentation (random crop with 4-pixel padding + horizontal flip), one epoch each,
-repeated; prints seconds per epoch and the ratio DataLoader / DeviceLoader (> 1 means DeviceLoader is faster).
-Two DataLoader variants: the batch-augmented one (collate, then the same vectorised `Augment`) and the usual
-per-sample one (crop and flip in `__getitem__`, default collate).
+Same data, same batch size, same augmentation (random crop with 4-pixel padding + horizontal flip), one epoch per
+measurement. The contenders are interleaved (A B C D, D C B A, A B C D, ...) for `--rounds` rounds, so a change in the
+machine's load hits all of them alike; each round gives one ratio per contender, contender / DeviceLoader
+(> 1: DeviceLoader is faster). Printed: the median epoch time and the median and min-max of the per-round ratios.
 
-    python benchmarks/bench_loader.py [--n 20000] [--bs 128] [--device cpu|cuda] [--reps 3]
+Contenders:
+  DeviceLoader                      flatnb's iterator: slices of a device-side permutation, batch `Augment` on the device
+  DeviceLoader, row crop            the same with `row_crop`, the proposed replacement of `flatnb.core.random_crop`
+  DataLoader + batch Augment        DataLoader(TensorDataset) on the host, collate, copy, the same vectorised `Augment`
+  DataLoader, per-sample crop/flip  the textbook pipeline: crop and flip one image at a time in `__getitem__`
+
+On a CPU, `flatnb.core.random_crop` is one advanced-indexing gather with 4 broadcast index tensors: for every one of
+the N*C*H*W output pixels it loads 4 indices and computes an address, then copies 4 bytes (no row copies, no
+vectorisation), while the per-sample pipeline slices a view and copies contiguous rows. Timed one after the other
+(all DeviceLoader epochs, then all DataLoader epochs) on a shared machine, the two are compared under different loads:
+hence 13.9x in one run and 0.66x in another. `row_crop` gathers whole rows: one index per row of W pixels.
+
+    python benchmarks/bench_loader.py [--n 20000] [--bs 128] [--device cpu|cuda] [--rounds 5] [--threads 1]
 """
-import argparse, time
+import argparse, statistics, time
 import torch, torch.nn.functional as F
+from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset, Dataset
-from flatnb.core import Augment, DeviceLoader
+from flatnb.core import Augment, DeviceLoader, random_flip
+
+
+def row_crop(x:Tensor, # (N, C, H, W) images
+             padding:int, # zero padding on each side; offsets are drawn in [0, 2*padding]
+             generator:torch.Generator|None=None # the source of randomness (on `x`'s device)
+            ) -> Tensor:
+    "`flatnb.core.random_crop` with the same draws, gathering whole rows: row k of an `as_strided` view = W pixels from k"
+    if padding == 0: return x
+    n, c, h, w = x.shape
+    xp = F.pad(x, (padding,)*4).contiguous()
+    hp, wp = h + 2*padding, w + 2*padding
+    dy, dx = torch.randint(0, 2*padding+1, (2, n, 1), device=x.device, generator=generator)
+    rows = xp.as_strided((xp.numel() - w + 1, w), (1, 1))             # overlapping rows: a view, nothing copied
+    ar = lambda k: torch.arange(k, device=x.device)
+    start = (((ar(n)[:, None] * c * hp + dy) * wp + dx)[:, :, None]   # (N, 1, 1): image n, shifted by (dy, dx)
+             + (ar(c) * hp * wp)[None, :, None] + (ar(h) * wp)[None, None, :])   # + channel, + output row
+    return rows[start]                                                # (N, C, H, W)
+
+
+class RowCropAugment(Augment):
+    "`Augment` with `row_crop` (the proposal)"
+    def __call__(self, x, generator=None):
+        x = row_crop(x, self.padding, generator)
+        return random_flip(x, generator) if self.flip else x
+
 
 class PerSampleAug(Dataset):
     "The textbook pipeline: crop and flip one image at a time in __getitem__"
@@ -22,36 +60,67 @@ class PerSampleAug(Dataset):
         x = x[:, dy:dy+self.x.shape[2], dx:dx+self.x.shape[3]]
         return (x.flip(2) if torch.rand(()) < 0.5 else x), self.y[i]
 
-def sync(dev):
-    if dev.type == 'cuda': torch.cuda.synchronize()
 
-def epoch_time(it, dev, reps):
-    "Best of `reps` epochs: iterate, touch every batch on the device"
-    best = float('inf')
-    for _ in range(reps):
-        sync(dev); t = time.perf_counter(); s = torch.zeros((), device=dev)
-        for xb, yb in it(): s += xb.to(dev, non_blocking=True)[:, 0, 0, 0].sum()
-        sync(dev); best = min(best, time.perf_counter() - t)
-    return best
+def contenders(x:Tensor, y:Tensor, bs:int, dev:torch.device) -> dict:
+    "name -> a function returning one epoch's iterator of (x, y) batches on `dev`; the first is the baseline"
+    aug, pin = Augment(padding=4, flip=True), dev.type == 'cuda'
+    xd, yd = x.to(dev), y.to(dev)
+    dl = DeviceLoader(xd, yd, bs, shuffle=True, tfms=aug)
+    rdl = DeviceLoader(xd, yd, bs, shuffle=True, tfms=RowCropAugment(padding=4, flip=True))
+    tdl = DataLoader(TensorDataset(x, y), bs, shuffle=True, pin_memory=pin)
+    sdl = DataLoader(PerSampleAug(x, y), bs, shuffle=True, pin_memory=pin)
+    to = lambda b: b.to(dev, non_blocking=True)
+    return {'DeviceLoader': lambda: iter(dl),
+            'DeviceLoader, row crop (proposal)': lambda: iter(rdl),
+            'DataLoader(TensorDataset) + batch Augment': lambda: ((aug(to(xb)), to(yb)) for xb, yb in tdl),
+            'DataLoader, per-sample crop/flip': lambda: ((to(xb), to(yb)) for xb, yb in sdl)}
+
+
+def epoch_time(it, dev:torch.device) -> float:
+    "Seconds of one epoch of `it()`, touching every batch on the device"
+    sync = torch.cuda.synchronize if dev.type == 'cuda' else (lambda: None)
+    sync(); t = time.perf_counter(); s = torch.zeros((), device=dev)
+    for xb, yb in it(): s += xb[:, 0, 0, 0].sum()
+    sync(); return time.perf_counter() - t
+
+
+def compare(its:dict, dev:torch.device, rounds:int=5, warmup:bool=True, deadline:float=float('inf')) -> dict:
+    "name -> list of epoch seconds, one per round, the contenders interleaved in alternating order"
+    names = list(its)
+    if warmup:
+        for k in names: epoch_time(its[k], dev)
+    times = {k: [] for k in names}
+    for r in range(rounds):
+        if r and time.monotonic() > deadline: break
+        for k in (names if r % 2 == 0 else names[::-1]): times[k].append(epoch_time(its[k], dev))
+    return times
+
+
+def summarise(times:dict) -> dict:
+    "name -> median seconds per epoch and the median, min and max over rounds of its ratio to the first contender"
+    base = next(iter(times.values()))
+    out = {}
+    for k, ts in times.items():
+        r = [t / b for t, b in zip(ts, base)]
+        out[k] = dict(epoch_s=statistics.median(ts), ratio=statistics.median(r), ratio_min=min(r), ratio_max=max(r), rounds=len(ts))
+    return out
+
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--n', type=int, default=20000); p.add_argument('--bs', type=int, default=128)
-    p.add_argument('--device', default='cpu'); p.add_argument('--reps', type=int, default=3)
+    p.add_argument('--device', default='cpu'); p.add_argument('--rounds', type=int, default=5)
+    p.add_argument('--threads', type=int, default=0, help='torch CPU threads (0: the default); 1 is steadier on a shared machine')
     a = p.parse_args()
+    if a.threads: torch.set_num_threads(a.threads)
     dev = torch.device(a.device)
+    torch.manual_seed(0)
     x, y = torch.randn(a.n, 3, 32, 32), torch.randint(0, 10, (a.n,))
-    aug = Augment(padding=4, flip=True)
-    xd, yd = x.to(dev), y.to(dev)
-    dl = DeviceLoader(xd, yd, a.bs, shuffle=True, tfms=aug)
-    t_dev = epoch_time(lambda: iter(dl), dev, a.reps)
-    tdl = DataLoader(TensorDataset(x, y), a.bs, shuffle=True, pin_memory=dev.type == 'cuda')
-    t_batch = epoch_time(lambda: ((aug(xb.to(dev)), yb) for xb, yb in tdl), dev, a.reps)
-    sdl = DataLoader(PerSampleAug(x, y), a.bs, shuffle=True, pin_memory=dev.type == 'cuda')
-    t_sample = epoch_time(lambda: iter(sdl), dev, a.reps)
-    print(f"{a.n} images 3x32x32, batch {a.bs}, device {dev}, best of {a.reps} epochs")
-    print(f"DeviceLoader                               {t_dev*1e3:8.1f} ms/epoch")
-    print(f"DataLoader(TensorDataset) + batch Augment  {t_batch*1e3:8.1f} ms/epoch   ratio {t_batch/t_dev:5.2f}x")
-    print(f"DataLoader, per-sample crop/flip           {t_sample*1e3:8.1f} ms/epoch   ratio {t_sample/t_dev:5.2f}x")
+    res = summarise(compare(contenders(x, y, a.bs, dev), dev, a.rounds))
+    print(f"{a.n} images 3x32x32, batch {a.bs}, device {dev}, {torch.get_num_threads()} threads, {a.rounds} interleaved rounds")
+    print(f"{'loader':44s} {'ms/epoch':>9s}   ratio to DeviceLoader: median (min-max)")
+    for k, v in res.items():
+        print(f"{k:44s} {v['epoch_s']*1e3:9.1f}   {v['ratio']:5.2f}x ({v['ratio_min']:.2f}-{v['ratio_max']:.2f})")
+
 
 if __name__ == '__main__': main()

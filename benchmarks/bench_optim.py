@@ -75,7 +75,7 @@ def main():
     x = torch.randn(a.bs, 3, 32, 32, device=dev).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, (a.bs,), device=dev)
 
-    def model(): return simple_cnn(3, 10, widths).to(dev, memory_format=fmt).train()
+    def model(): return simple_cnn(num_classes=10, in_channels=3, widths=widths).to(dev, memory_format=fmt).train()
     sgd_kw = dict(lr=0.01, momentum=0.9, weight_decay=5e-4)
 
     def loss(m):

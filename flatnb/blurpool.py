@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 from torch.nn.modules.utils import _pair
+from .core import check_num
 
 # %% auto #0
 __all__ = ['blur_filter', 'BlurPool2d', 'MaxBlurPool2d', 'BlurConv2d', 'blurpool', 'predict_classes', 'shift_consistency']
@@ -17,8 +18,7 @@ __all__ = ['blur_filter', 'BlurPool2d', 'MaxBlurPool2d', 'BlurConv2d', 'blurpool
 def blur_filter(filt_size:int=3 # m, the filter side, 1 to 7
                ) -> Tensor:
     "The normalised 2-D binomial filter $B_m = b_m b_m^T / (\\sum b_m)^2$, $b_m$ the binomial coefficients of $m-1$"
-    if isinstance(filt_size, bool) or not isinstance(filt_size, int) or not 1 <= filt_size <= 7:
-        raise ValueError(f"filt_size must be an integer from 1 to 7, got {filt_size!r}")
+    check_num(filt_size, 'filt_size', 1, 7, integer=True, hint='the side of the binomial filter')
     b = torch.tensor([math.comb(filt_size - 1, k) for k in range(filt_size)], dtype=torch.float64)
     return (torch.outer(b, b) / b.sum()**2).float()
 
@@ -30,18 +30,19 @@ class BlurPool2d(nn.Module):
                  stride:int=2 # subsampling factor s
                 ):
         super().__init__()
-        if channels is not None and (isinstance(channels, bool) or not isinstance(channels, int) or channels < 1):
-            raise ValueError(f"channels must be a positive integer or None, got {channels!r}")
-        if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1: raise ValueError(f"stride must be an integer >= 1, got {stride!r}")
+        check_num(channels, 'channels', 1, integer=True, optional=True); check_num(stride, 'stride', 1, integer=True)
         self.channels, self.filt_size, self.stride, self.pad = channels, filt_size, stride, (filt_size - 1) // 2
-        self.register_buffer('filt', blur_filter(filt_size)[None, None], persistent=False) # (1, 1, m, m), not a parameter
+        self.register_buffer('filt', blur_filter(filt_size)[None, None], persistent=False) # (1, 1, m, m): no parameter
 
     def forward(self, x:Tensor) -> Tensor:
         if x.ndim != 4: raise ValueError(f"BlurPool2d expects (N, C, H, W) input, got shape {tuple(x.shape)}")
         C, p = x.shape[1], self.pad
-        if self.channels is not None and C != self.channels: raise ValueError(f"BlurPool2d built for {self.channels} channels, got {C}")
+        if self.channels is not None and C != self.channels:
+            raise ValueError(f"BlurPool2d built for {self.channels} channels, got {C}")
         if p:
-            if min(x.shape[-2:]) <= p: raise ValueError(f"input {tuple(x.shape[-2:])} too small for reflect padding {p} (filt_size {self.filt_size})")
+            if min(x.shape[-2:]) <= p:
+                raise ValueError(f"input {tuple(x.shape[-2:])} too small for reflect padding {p} "
+                                 f"(filt_size {self.filt_size})")
             x = F.pad(x, (p, p, p, p), mode='reflect')
         return F.conv2d(x, self.filt.to(x.dtype).expand(C, 1, -1, -1), stride=self.stride, groups=C)
 
@@ -62,13 +63,14 @@ class MaxBlurPool2d(nn.Module):
     def forward(self, x:Tensor) -> Tensor: return self.blur(self.max(x))
 
 class BlurConv2d(nn.Module):
-    "A strided `Conv2d` made anti-aliased: conv at stride 1 then blur-pool (Zhang), or blur then the strided conv (Composer)"
+    "A strided `Conv2d` made anti-aliased: stride-1 conv then blur-pool (Zhang), or blur then strided conv (Composer)"
     def __init__(self, conv:nn.Conv2d, # the convolution to wrap (its parameters are reused, not copied)
                  filt_size:int=3, # binomial filter side m
                  blur_first:bool=False # `False`: BlurPool_s ∘ Conv_1 (Zhang); `True`: Conv_s ∘ Blur (Composer, cheaper)
                 ):
         super().__init__()
-        if not isinstance(conv, nn.Conv2d): raise ValueError(f"BlurConv2d wraps an nn.Conv2d, got {type(conv).__name__}")
+        if not isinstance(conv, nn.Conv2d):
+            raise ValueError(f"BlurConv2d wraps an nn.Conv2d, got {type(conv).__name__}")
         s = _pair(conv.stride)
         if s[0] != s[1]: raise ValueError(f"BlurConv2d needs a square stride, got {conv.stride}")
         self.conv, self.blur_first, self.stride = conv, blur_first, s[0]
@@ -93,15 +95,14 @@ def blurpool(model:nn.Module, # modified in place
             ) -> nn.Module:
     "Make every strided max pool and (wide enough) strided convolution of `model` anti-aliased; returns `model`"
     if not isinstance(model, nn.Module): raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
-    if isinstance(min_channels, bool) or not isinstance(min_channels, int) or min_channels < 0:
-        raise ValueError(f"min_channels must be an integer >= 0, got {min_channels!r}")
+    check_num(min_channels, 'min_channels', 0, integer=True)
     blur_filter(filt_size) # validates filt_size
     def swap(m):
         if replace_maxpools and isinstance(m, nn.MaxPool2d) and not m.ceil_mode and _square(m.dilation) == 1:
             k, s, p = _square(m.kernel_size), _square(m.stride), _square(m.padding)
             if None not in (k, s, p) and s > 1: return MaxBlurPool2d(None, k, s, filt_size, p)
-        if (replace_convs and isinstance(m, nn.Conv2d) and (_square(m.stride) or 1) > 1 and m.in_channels >= min_channels
-            and _square(m.dilation) == 1 and m.padding_mode == 'zeros'):
+        if (replace_convs and isinstance(m, nn.Conv2d) and (_square(m.stride) or 1) > 1
+            and m.in_channels >= min_channels and _square(m.dilation) == 1 and m.padding_mode == 'zeros'):
             return BlurConv2d(m, filt_size, blur_first)
     def walk(mod):
         for name, child in mod.named_children():
@@ -127,7 +128,7 @@ def shift_consistency(model:nn.Module, # a classifier
                       bs:int=512 # batch size of the predictions
                      ) -> float:
     "Probability that two random circular shifts of an image get the same predicted class (Zhang 2019)"
-    if max_shift < 0 or n_pairs < 1: raise ValueError(f"need max_shift >= 0 and n_pairs >= 1, got {max_shift}, {n_pairs}")
+    check_num(max_shift, 'max_shift', 0, integer=True); check_num(n_pairs, 'n_pairs', 1, integer=True)
     g = torch.Generator().manual_seed(seed)
     same = 0.
     for _ in range(n_pairs):

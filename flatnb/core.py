@@ -13,10 +13,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['DIGITS_SIZES', 'DATASETS', 'BACKENDS', 'check_num', 'check_choice', 'epoch_count', 'default_device', 'autocast_dtype',
-           'set_seed', 'rng_state', 'set_rng_state', 'Data', 'standardise', 'symmetric_label_noise', 'digits',
-           'DataMissingError', 'atomic_write_text', 'cached_dataset', 'load_dataset', 'random_crop', 'random_flip',
-           'Augment', 'DeviceLoader', 'dist_info', 'is_main_process', 'init_distributed', 'all_reduce_sum_', 'barrier',
+__all__ = ['DIGITS_SIZES', 'DATASETS', 'SHAPES', 'N_CLASSES', 'BACKENDS', 'check_num', 'check_choice', 'epoch_count',
+           'default_device', 'autocast_dtype', 'set_seed', 'rng_state', 'set_rng_state', 'Data', 'standardise',
+           'symmetric_label_noise', 'digits', 'DataError', 'DataMissingError', 'atomic_write_text', 'check_cache',
+           'read_cache', 'cached_dataset', 'load_dataset', 'fabricate_dataset', 'random_crop', 'random_flip', 'Augment',
+           'DeviceLoader', 'dist_info', 'is_main_process', 'init_distributed', 'all_reduce_sum_', 'barrier',
            'cross_entropy', 'accuracy']
 
 # %% ../nbs/00_core.ipynb #50502a69
@@ -66,13 +67,25 @@ def epoch_count(v, # an int >= 1 (epochs) or a float in (0, 1) (a fraction of `n
     return check_num(v, name, 1, integer=True, hint='epochs, or a fraction in (0, 1) of the fit')
 
 # %% ../nbs/00_core.ipynb #64bc6ff0
+def _check_device(dev:torch.device, asked):
+    "Raise `ValueError` unless `dev` can be used here"
+    if dev.type == 'cuda':
+        if not torch.cuda.is_available(): raise ValueError(f"device {asked!r} asked for, but CUDA is not available here; use 'cpu'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {asked!r} asked for, but there are {torch.cuda.device_count()} CUDA devices")
+    elif dev.type == 'mps':
+        if not (getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available()):
+            raise ValueError(f"device {asked!r} asked for, but Apple MPS is not available here; use 'cpu'")
+    elif dev.type != 'cpu': raise ValueError(f"unsupported device {asked!r}; use 'cpu', 'cuda', 'cuda:N' or 'mps'")
+
 def default_device(device:str|torch.device|None=None # `None` picks CUDA, then Apple MPS, then CPU
                   ) -> torch.device:
-    "The training device: `device` if given (validated), else the best one available"
+    "The training device: `device` if given (validated: it must exist here), else the best one available"
     if device is not None:
         try: dev = torch.device(device)
-        except (RuntimeError, TypeError) as e: raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N' or 'mps'") from e
-        if dev.type == 'cuda' and not torch.cuda.is_available(): raise ValueError(f"device {device!r} asked for, but CUDA is not available here; use 'cpu'")
+        except (RuntimeError, TypeError) as e:
+            raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N' or 'mps'") from e
+        _check_device(dev, device)
         return dev
     if torch.cuda.is_available(): return torch.device('cuda')
     if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available(): return torch.device('mps')
@@ -121,6 +134,12 @@ class Data:
         "A copy with every tensor moved to `device`"
         mv = lambda t: t.to(device, non_blocking=True)
         return Data(mv(self.x_train), mv(self.y_train), mv(self.x_test), mv(self.y_test), self.n_classes, self.name)
+
+    def head(self, n:int # how many examples to keep of each split
+            ) -> Data:
+        "The first `n` training and the first `n` test examples (for a quick smoke test of a long preset)"
+        check_num(n, 'limit', 1, integer=True)
+        return Data(self.x_train[:n], self.y_train[:n], self.x_test[:n], self.y_test[:n], self.n_classes, self.name)
 
     @property
     def shape(self): return tuple(self.x_train.shape[1:])
@@ -183,7 +202,10 @@ def digits(size:int=28, # side of the square images: 8, 16, 28 or 32
     return Data(xtr.contiguous(), ytr, xte.contiguous(), yte, 10, f'digits{size}' + (f'-noise{label_noise:g}' if label_noise else ''))
 
 # %% ../nbs/00_core.ipynb #398bf51b
-class DataMissingError(RuntimeError):
+class DataError(RuntimeError):
+    "A data set cannot be used: missing, unreadable or inconsistent"
+
+class DataMissingError(DataError):
     "A data set is neither cached nor downloadable"
 
 def _tv_spec(name):
@@ -194,6 +216,8 @@ def _tv_spec(name):
                 stl10=(tvd.STL10, dict(split='train'), dict(split='test'), 10))[name]
 
 DATASETS = ('mnist', 'cifar10', 'cifar100', 'svhn', 'stl10')
+SHAPES = dict(mnist=(1, 28, 28), cifar10=(3, 32, 32), cifar100=(3, 32, 32), svhn=(3, 32, 32), stl10=(3, 96, 96))
+N_CLASSES = dict(mnist=10, cifar10=10, cifar100=100, svhn=10, stl10=10)
 
 # %% ../nbs/00_core.ipynb #1d611510
 def atomic_write_text(path:str|Path, # the destination
@@ -212,25 +236,60 @@ def _as_uint8_nchw(ds) -> tuple[Tensor, Tensor]:
     elif x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3): x = x.permute(0, 3, 1, 2) # CIFAR: (N, H, W, C)
     return x.to(torch.uint8).contiguous(), y
 
+# %% ../nbs/00_core.ipynb #34b709fa
+def check_cache(name:str, # one of `DATASETS`
+                t, # what the cache file holds
+                path:str|Path # the file, for the message
+               ) -> dict[str, Tensor]:
+    "Return `t` if it is a valid cache of data set `name`, else raise `DataError` naming the file and the fix"
+    def bad(why): raise DataError(f"{path} is not a valid {name} cache ({why}); delete it and run again to rebuild it "
+                                  f"from the torchvision files in {Path(path).parent/name}")
+    keys = ('x_train', 'y_train', 'x_test', 'y_test')
+    if not isinstance(t, dict): bad(f"it holds a {type(t).__name__}, not a dict of tensors")
+    if missing := [k for k in keys if k not in t]: bad(f"no {', '.join(missing)}")
+    for split in ('train', 'test'):
+        x, y = t[f'x_{split}'], t[f'y_{split}']
+        if not (isinstance(x, Tensor) and x.dtype == torch.uint8 and tuple(x.shape[1:]) == SHAPES[name]):
+            bad(f"x_{split} must be uint8 images of shape (N, {', '.join(map(str, SHAPES[name]))}), got "
+                f"{getattr(x, 'dtype', type(x).__name__)} {tuple(getattr(x, 'shape', ()))}")
+        if not (isinstance(y, Tensor) and y.dtype == torch.int64 and y.shape == (len(x),)):
+            bad(f"y_{split} must be {len(x)} int64 labels, got {getattr(y, 'dtype', type(y).__name__)} "
+                f"{tuple(getattr(y, 'shape', ()))}")
+        if len(y) == 0: bad(f"no {split} examples")
+        if y.min() < 0 or y.max() >= N_CLASSES[name]: bad(f"y_{split} has labels outside [0, {N_CLASSES[name]})")
+    return t
+
+def read_cache(name:str, # one of `DATASETS`
+               path:str|Path # the `.pt` cache
+              ) -> dict[str, Tensor]:
+    "Load and check a data set cache; one-line `DataError` if it is unreadable or invalid"
+    try: t = torch.load(path, weights_only=True)
+    except Exception as e:
+        raise DataError(f"{path} is not a readable {name} cache ({type(e).__name__}: the file is truncated, empty or "
+                        f"not a torch file); delete it and run again to rebuild it") from None
+    return check_cache(name, t, path)
+
 # %% ../nbs/00_core.ipynb #d70be919
 def cached_dataset(name:str, # one of `DATASETS`
                    root:str|Path='data', # folder of the torchvision files and of the `.pt` cache
                    download:bool=True # try to download what is missing
                   ) -> dict[str, Tensor]:
     "The `uint8` train/test tensors of a torchvision data set, converted once and cached in `root/name.pt`"
-    if name not in DATASETS: raise ValueError(f"unknown data set {name!r}; choose from {', '.join(DATASETS)}")
+    check_choice(name, 'data set', DATASETS)
     root = Path(root); cache = root/f'{name}.pt'
-    if cache.exists(): return torch.load(cache)
+    if cache.exists(): return read_cache(name, cache)
     cls, tr_kw, te_kw, _ = _tv_spec(name)
-    new_dirs = [d for d in (root/name, root) if not d.exists()] # made by torchvision's attempt: removed if it fails
+    new_dirs = [d for d in (root/name, *root.absolute().parents, root) if not d.exists()] # made by torchvision: removed on failure
     try:
         tr, te = cls(str(root/name), download=download, **tr_kw), cls(str(root/name), download=download, **te_kw)
     except Exception as e: # URLError, RuntimeError('Dataset not found'), checksum errors...
         for d in new_dirs: shutil.rmtree(d, ignore_errors=True)
         raise DataMissingError(f"data set {name!r} is missing and could not be downloaded ({type(e).__name__}); "
-                               f"put the torchvision files of {cls.__name__} in {(root/name).resolve()} and run again") from None
+                               f"put the torchvision files of {cls.__name__} in {(root/name).absolute()} "
+                               "and run again") from None
     (x_tr, y_tr), (x_te, y_te) = _as_uint8_nchw(tr), _as_uint8_nchw(te)
     out = dict(x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te)
+    check_cache(name, out, cache)
     root.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix('.tmp'); torch.save(out, tmp); os.replace(tmp, cache)
     return out
@@ -243,7 +302,41 @@ def load_dataset(name:str, # 'digits' or one of `DATASETS`
     if name == 'digits': return digits(**kwargs)
     t = cached_dataset(name, root)
     x_tr, x_te = standardise(t['x_train'], t['x_test'])
-    return Data(x_tr, t['y_train'], x_te, t['y_test'], _tv_spec(name)[3], name)
+    return Data(x_tr, t['y_train'], x_te, t['y_test'], N_CLASSES[name], name)
+
+# %% ../nbs/00_core.ipynb #c0d94488
+def _write_idx(path:Path, t:Tensor):
+    "Write a uint8 tensor in the idx format of MNIST's raw files (big-endian header, then the bytes)"
+    import struct
+    header = struct.pack('>I', 0x0800 + t.ndim) + b''.join(struct.pack('>I', s) for s in t.shape)
+    path.write_bytes(header + t.contiguous().numpy().tobytes())
+
+def _fabricated_split(name, n, templates, g):
+    y = torch.randint(0, N_CLASSES[name], (n,), generator=g)
+    x = 128 + 50 * templates[y] + 25 * torch.randn((n, *SHAPES[name]), generator=g)
+    return x.clamp(0, 255).to(torch.uint8), y
+
+def fabricate_dataset(name:str, # one of `DATASETS`
+                      root:str|Path='data', # the `--data-root` to write into
+                      n_train:int=512, # training examples
+                      n_test:int=256, # test examples
+                      seed:int=0 # seed of the templates, labels and noise
+                     ) -> Path:
+    "Write a small learnable data set of `name`'s real shapes where `load_dataset(name, root)` reads it; return the path"
+    check_choice(name, 'data set', DATASETS)
+    check_num(n_train, 'n_train', 1, integer=True); check_num(n_test, 'n_test', 1, integer=True)
+    g = torch.Generator().manual_seed(seed)
+    templates = torch.randn((N_CLASSES[name], *SHAPES[name]), generator=g)
+    (x_tr, y_tr), (x_te, y_te) = (_fabricated_split(name, n, templates, g) for n in (n_train, n_test))
+    root = Path(root); root.mkdir(parents=True, exist_ok=True)
+    if name == 'mnist':
+        raw = root/'mnist'/'MNIST'/'raw'; raw.mkdir(parents=True, exist_ok=True)
+        for split, x, y in (('train', x_tr, y_tr), ('t10k', x_te, y_te)):
+            _write_idx(raw/f'{split}-images-idx3-ubyte', x[:, 0]); _write_idx(raw/f'{split}-labels-idx1-ubyte', y.to(torch.uint8))
+        return raw
+    path = root/f'{name}.pt'
+    torch.save(dict(x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te), path)
+    return path
 
 # %% ../nbs/00_core.ipynb #30e0e95d
 def random_crop(x:Tensor, # (N, C, H, W) images

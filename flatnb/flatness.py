@@ -8,7 +8,8 @@ import copy, math
 from contextlib import contextmanager
 import torch
 from torch import nn, Tensor
-from .core import *
+from torch.nn.modules.batchnorm import _BatchNorm
+from .core import Data, check_num, check_choice, cross_entropy
 
 # %% auto #0
 __all__ = ['measuring', 'loss_and_acc', 'hessian_vector_product', 'hessian_top_eig', 'eps_sharpness', 'interpolate',
@@ -17,43 +18,45 @@ __all__ = ['measuring', 'loss_and_acc', 'hessian_vector_product', 'hessian_top_e
 # %% ../nbs/13_flatness.ipynb #66955019
 def _params(model):
     "The trainable parameters of `model`, validated"
-    if not isinstance(model, nn.Module): raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     ps = [p for p in model.parameters() if p.requires_grad]
     if not ps: raise ValueError("model has no trainable parameters (none with requires_grad=True)")
     return ps
 
-def _check_pos_int(name, v, lo=1):
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo: raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
-
-def _subset(data, n_examples:int|None, seed:int, split:str='train', device=None):
-    "The (x, y) tensors of the fixed subset, on `device`"
+def _subset(data, n_examples:int|None, seed:int, split:str='train'):
+    "The (x, y) tensors of the fixed subset, where the data lives"
+    check_num(n_examples, 'n_examples', 1, integer=True, optional=True)
     if isinstance(data, Data):
-        if split not in ('train', 'test'): raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        check_choice(split, 'split', ('train', 'test'))
         x, y = (data.x_train, data.y_train) if split == 'train' else (data.x_test, data.y_test)
     elif isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, Tensor) for t in data): x, y = data
     else: raise ValueError(f"data must be a flatnb.core.Data or a pair (x, y) of tensors, got {type(data).__name__}")
     if len(x) != len(y): raise ValueError(f"x and y disagree on the number of examples: {len(x)} vs {len(y)}")
     if len(x) == 0: raise ValueError("data holds no examples")
-    if n_examples is not None:
-        _check_pos_int('n_examples', n_examples)
-        if n_examples < len(x):
-            idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n_examples].sort().values
-            x, y = x[idx.to(x.device)], y[idx.to(y.device)]
-    return (x, y) if device is None else (x.to(device), y.to(device))
+    if n_examples is not None and n_examples < len(x):
+        idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n_examples].sort().values
+        x, y = x[idx.to(x.device)], y[idx.to(y.device)]
+    return x, y
 
-def _batches(x, y, bs):
-    "Batches `(xb, yb, weight)` of the subset, `weight = len(xb)/len(x)`"
-    _check_pos_int('bs', bs)
-    n = len(x)
-    return [(x[i:i+bs], y[i:i+bs], min(bs, n - i) / n) for i in range(0, n, bs)]
+class _Chunks:
+    "The subset as chunks `(xb, yb, len(xb)/n)` of at most `bs` examples, each moved to `device` when it is used"
+    def __init__(self, x, y, bs, device):
+        self.x, self.y, self.device = x, y, device
+        self.bs = check_num(bs, 'bs', 1, integer=True, hint='examples per chunk')
+    def __len__(self): return -(-len(self.x) // self.bs)
+    def __iter__(self):
+        n = len(self.x)
+        for i in range(0, n, self.bs):
+            yield self.x[i:i+self.bs].to(self.device), self.y[i:i+self.bs].to(self.device), min(self.bs, n - i) / n
 
 def _batch_loss(model, loss_func, xb, yb):
     "The mean loss of one batch and the predictions"
     preds = model(xb)
     loss = loss_func(preds, yb)
     if not isinstance(loss, Tensor) or loss.numel() != 1:
-        raise ValueError("loss_func must return the mean loss of the batch as a scalar tensor "
-                         f"(got {type(loss).__name__}{' of shape ' + str(tuple(loss.shape)) if isinstance(loss, Tensor) else ''})")
+        got = f"{type(loss).__name__}{' of shape ' + str(tuple(loss.shape)) if isinstance(loss, Tensor) else ''}"
+        raise ValueError(f"loss_func must return the mean loss of the batch as a scalar tensor (got {got})")
     return loss.reshape(()), preds
 
 def _correct(preds, yb):
@@ -82,17 +85,16 @@ def loss_and_acc(model:nn.Module, # the network (evaluated in eval mode)
                  loss_func, # `(preds, targets) -> mean loss of the batch`
                  data, # a `Data` or a pair `(x, y)` of tensors
                  n_examples:int|None=None, # size of the fixed subset; `None` takes every example
-                 bs:int=256, # batch size (only bounds the memory)
+                 bs:int=256, # examples per chunk (only bounds the memory)
                  seed:int=0, # seed of the subset
                  split:str='train' # the split of a `Data`: 'train' or 'test'
                 ) -> tuple[float, float]:
     "Mean loss and accuracy (NaN when the targets are not class indices) of `model` over the subset"
-    _params(model)
-    dev = next(model.parameters()).device
-    x, y = _subset(data, n_examples, seed, split, dev)
+    params = _params(model)
+    x, y = _subset(data, n_examples, seed, split)
     loss, correct = 0., 0.
     with measuring(model), torch.no_grad():
-        for xb, yb, w in _batches(x, y, bs):
+        for xb, yb, w in _Chunks(x, y, bs, params[0].device):
             l, preds = _batch_loss(model, loss_func, xb, yb)
             loss += l.item() * w; correct += _correct(preds, yb)
     return loss, correct / len(x)
@@ -103,13 +105,13 @@ def _grads_graph(model, params, loss_func, xb, yb, w):
     loss, _ = _batch_loss(model, loss_func, xb, yb)
     return torch.autograd.grad(loss * w, params, create_graph=True, allow_unused=True)
 
-def _hvp(model, params, loss_func, batches, vs, graphs=None):
-    "H v accumulated over the batches (H of the weighted mean loss); `graphs`: gradients with graphs kept, one per batch, to reuse"
+def _hvp(model, params, loss_func, chunks, vs, graphs=None):
+    "H v accumulated chunk by chunk (H of the weighted mean loss); `graphs`: one chunk's gradient graph, kept to reuse"
     out = [torch.zeros_like(p) for p in params]
-    for i, (xb, yb, w) in enumerate(batches):
-        gs = graphs[i] if graphs is not None else _grads_graph(model, params, loss_func, xb, yb, w)
+    for xb, yb, w in chunks:
+        gs = graphs if graphs is not None else _grads_graph(model, params, loss_func, xb, yb, w)
         dot = sum((g * v).sum() for g, v in zip(gs, vs) if g is not None and g.requires_grad)
-        if not isinstance(dot, Tensor): continue # the loss is linear in every weight on this batch: H = 0
+        if not isinstance(dot, Tensor): continue # the loss is linear in every weight on this chunk: H = 0
         hv = torch.autograd.grad(dot, params, allow_unused=True, retain_graph=graphs is not None)
         torch._foreach_add_(out, [h if h is not None else torch.zeros_like(p) for h, p in zip(hv, params)])
     return out
@@ -121,9 +123,11 @@ def _as_vector_list(v, model, params, what='v'):
     if isinstance(v, dict):
         names = [n for n, p in model.named_parameters() if p.requires_grad]
         if list(v.keys()) != names:
-            raise ValueError(f"{what} must have one entry per trainable parameter of the model, in order: {names[:4]}...")
+            raise ValueError(f"{what} must have one entry per trainable parameter of the model, in order: "
+                             f"{names[:4]}...")
         v = list(v.values())
-    if not isinstance(v, (list, tuple)) or len(v) != len(params) or any(not isinstance(t, Tensor) or t.shape != p.shape for t, p in zip(v, params)):
+    if (not isinstance(v, (list, tuple)) or len(v) != len(params)
+        or any(not isinstance(t, Tensor) or t.shape != p.shape for t, p in zip(v, params))):
         raise ValueError(f"{what} must hold one tensor per trainable parameter, with its shape "
                          f"({len(params)} tensors: {[tuple(p.shape) for p in params][:4]}...)")
     return [t.detach().to(p.device, p.dtype) for t, p in zip(v, params)]
@@ -132,16 +136,16 @@ def _as_vector_list(v, model, params, what='v'):
 def hessian_vector_product(model:nn.Module, # the network (evaluated in eval mode)
                            loss_func, # `(preds, targets) -> mean loss of the batch`
                            data, # a `Data` (its training set) or a pair `(x, y)` of tensors
-                           v:list|dict, # a tensor per trainable parameter: a list, or a dict {name: tensor} in `named_parameters` order
+                           v:list|dict, # a tensor per trainable parameter: a list, or a dict {name: tensor}
                            n_examples:int|None=512, # size of the fixed subset; `None` takes every example
-                           bs:int=256, # batch size of the accumulation (only bounds the memory)
+                           bs:int=256, # examples per chunk of the accumulation (only bounds the memory)
                            seed:int=0 # seed of the subset
                           ) -> list[Tensor]:
     "$H\\mathbf{v}$, with $H$ the Hessian of the mean training loss over the subset w.r.t. the trainable parameters"
     params = _params(model)
     vs = _as_vector_list(v, model, params)
-    x, y = _subset(data, n_examples, seed, device=params[0].device)
-    with measuring(model): return [h.detach() for h in _hvp(model, params, loss_func, _batches(x, y, bs), vs)]
+    chunks = _Chunks(*_subset(data, n_examples, seed), bs, params[0].device)
+    with measuring(model): return [h.detach() for h in _hvp(model, params, loss_func, chunks, vs)]
 
 # %% ../nbs/13_flatness.ipynb #1f8c44ee
 def hessian_top_eig(model:nn.Module, # the network (evaluated in eval mode: BatchNorm running statistics, no dropout)
@@ -150,28 +154,26 @@ def hessian_top_eig(model:nn.Module, # the network (evaluated in eval mode: Batc
                     n_iter:int=20, # maximum number of power iterations (Hessian-vector products)
                     tol:float=1e-3, # stop when the eigenvalue estimate changes by less than `tol` relative
                     n_examples:int|None=512, # size of the fixed subset; `None` takes every example
-                    bs:int=256, # batch size of the accumulation (only bounds the memory)
+                    bs:int=256, # examples per chunk of the accumulation (only bounds the memory)
                     seed:int=0, # seed of the subset and of the start vector
-                    return_vector:bool=False # also return the eigenvector, as a list of tensors shaped like the parameters
+                    return_vector:bool=False # also return the eigenvector, as tensors shaped like the parameters
                    ) -> float:
-    "The Hessian eigenvalue of largest magnitude (signed) of the training loss, by power iteration on Hessian-vector products"
+    "The Hessian eigenvalue of largest magnitude (signed) of the training loss, by power iteration on H v products"
     params = _params(model)
-    _check_pos_int('n_iter', n_iter)
-    if not (isinstance(tol, (int, float)) and tol >= 0): raise ValueError(f"tol must be a number >= 0, got {tol!r}")
-    x, y = _subset(data, n_examples, seed, device=params[0].device)
-    batches = _batches(x, y, bs)
+    check_num(n_iter, 'n_iter', 1, integer=True); check_num(tol, 'tol', 0)
+    chunks = _Chunks(*_subset(data, n_examples, seed), bs, params[0].device)
     g = torch.Generator().manual_seed(seed)
     v = [torch.randn(p.shape, generator=g, dtype=p.dtype).to(p.device) for p in params]
     torch._foreach_div_(v, torch.sqrt(_dot(v, v)))
     eig = None
     with measuring(model):
-        with torch.no_grad():
-            l0 = sum(_batch_loss(model, loss_func, xb, yb)[0].item() * w for xb, yb, w in batches)
-        if not math.isfinite(l0): raise ValueError(f"the training loss of the model is {l0}; its Hessian is undefined")
-        # one batch: build its gradient graph once and differentiate it again at every iteration (same memory as one product)
-        graphs = [_grads_graph(model, params, loss_func, *batches[0])] if len(batches) == 1 else None
+        with torch.no_grad(): l0 = sum(_batch_loss(model, loss_func, xb, yb)[0].item() * w for xb, yb, w in chunks)
+        if not math.isfinite(l0):
+            raise ValueError(f"the training loss of the model is {l0}; its Hessian is undefined")
+        # one chunk: build its gradient graph once and differentiate it again at every iteration (the same memory)
+        graphs = _grads_graph(model, params, loss_func, *next(iter(chunks))) if len(chunks) == 1 else None
         for _ in range(n_iter):
-            hv = [h.detach() for h in _hvp(model, params, loss_func, batches, v, graphs)]
+            hv = [h.detach() for h in _hvp(model, params, loss_func, chunks, v, graphs)]
             new, norm = _dot(v, hv).item(), torch.sqrt(_dot(hv, hv)).item()
             if norm == 0: eig = 0.; break # H v = 0: the loss is flat along v (and H = 0 on a linear loss)
             v = torch._foreach_div(hv, norm)
@@ -181,10 +183,10 @@ def hessian_top_eig(model:nn.Module, # the network (evaluated in eval mode: Batc
     return (eig, v) if return_vector else eig
 
 # %% ../nbs/13_flatness.ipynb #707a9033
-def _loss_grad(model, params, loss_func, batches, grad=True):
-    "Mean loss over the batches and (optionally) its gradient"
+def _loss_grad(model, params, loss_func, chunks, grad=True):
+    "Mean loss over the chunks and (optionally) its gradient, one chunk's graph at a time"
     loss, gs = 0., [torch.zeros_like(p) for p in params] if grad else None
-    for xb, yb, w in batches:
+    for xb, yb, w in chunks:
         with torch.set_grad_enabled(grad):
             l, _ = _batch_loss(model, loss_func, xb, yb)
         if grad:
@@ -205,31 +207,28 @@ def eps_sharpness(model:nn.Module, # the network (evaluated in eval mode)
                   n_steps:int=0, # projected gradient-ascent steps after the first-order step ρ g/‖g‖
                   step_size:float|None=None, # length of each ascent step; `None` takes ρ/2
                   n_examples:int|None=512, # size of the fixed subset; `None` takes every example
-                  bs:int=256, # batch size of the accumulation (only bounds the memory)
+                  bs:int=256, # examples per chunk of the accumulation (only bounds the memory)
                   seed:int=0, # seed of the subset
                   relative:bool=False # divide by 1 + L(w) (Keskar et al. 2017)
                  ) -> float:
-    "SAM-style sharpness $\\max_{\\lVert\\epsilon\\rVert\\le\\rho} L(\\mathbf{w}+\\epsilon) - L(\\mathbf{w})$, from ε = ρ g/‖g‖ and optional ascent steps"
+    "SAM-style sharpness: the largest loss increase over the ρ-ball, from ε = ρ g/‖g‖ and optional ascent steps"
     params = _params(model)
-    if not (isinstance(rho, (int, float)) and math.isfinite(rho) and rho > 0): raise ValueError(f"rho must be a finite number > 0, got {rho!r}")
-    _check_pos_int('n_steps', n_steps, 0)
-    if step_size is None: step_size = rho / 2
-    if not (isinstance(step_size, (int, float)) and math.isfinite(step_size) and step_size > 0):
-        raise ValueError(f"step_size must be a finite number > 0, got {step_size!r}")
-    x, y = _subset(data, n_examples, seed, device=params[0].device)
-    batches = _batches(x, y, bs)
+    check_num(rho, 'rho', 0, lo_open=True); check_num(n_steps, 'n_steps', 0, integer=True)
+    step_size = rho / 2 if step_size is None else check_num(step_size, 'step_size', 0, lo_open=True)
+    chunks = _Chunks(*_subset(data, n_examples, seed), bs, params[0].device)
     norm = lambda ts: torch.sqrt(_dot(ts, ts)).item()
     with measuring(model):
         w0 = [p.detach().clone() for p in params]
-        loss0, g = _loss_grad(model, params, loss_func, batches)
-        if not math.isfinite(loss0): raise ValueError(f"the training loss of the model is {loss0}; sharpness is undefined")
+        loss0, g = _loss_grad(model, params, loss_func, chunks)
+        if not math.isfinite(loss0):
+            raise ValueError(f"the training loss of the model is {loss0}; sharpness is undefined")
         gn = norm(g)
-        if gn == 0 or not math.isfinite(gn): return 0. if gn == 0 else math.nan # a stationary point: no first-order ascent direction
+        if gn == 0 or not math.isfinite(gn): return 0. if gn == 0 else math.nan # stationary: no ascent direction
         eps = torch._foreach_mul(g, rho / gn)
         worst = -math.inf
         for k in range(n_steps + 1):
             _set_(params, w0, eps)
-            loss, g = _loss_grad(model, params, loss_func, batches, grad=k < n_steps)
+            loss, g = _loss_grad(model, params, loss_func, chunks, grad=k < n_steps)
             worst = max(worst, loss)
             if k == n_steps: break
             gn = norm(g)
@@ -243,19 +242,58 @@ def eps_sharpness(model:nn.Module, # the network (evaluated in eval mode)
 # %% ../nbs/13_flatness.ipynb #ae907bc1
 def _alphas(alphas):
     a = torch.as_tensor(alphas, dtype=torch.float64).flatten()
-    if a.numel() == 0 or not torch.isfinite(a).all(): raise ValueError(f"alphas must be a non-empty sequence of finite numbers, got {alphas!r}")
+    if a.numel() == 0 or not torch.isfinite(a).all():
+        raise ValueError(f"alphas must be a non-empty sequence of finite numbers, got {alphas!r}")
     return a.tolist()
 
-def _curve(model, loss_func, batches, n, alphas, set_alpha, update_bn):
-    "Loss and accuracy of `model` at every α, after `set_alpha(α)` has set its weights"
+class _Stop(Exception): "Ends a forward pass early, once the layer being calibrated has seen its input"
+
+def _chunk_stats(t):
+    "Count, per-channel mean and sum of squared deviations of a BatchNorm input (N, C, ...), in float64"
+    t = t.detach().double().transpose(0, 1).flatten(1)
+    m = t.mean(1)
+    return t.shape[1], m, ((t - m[:, None])**2).sum(1)
+
+@torch.no_grad()
+def _recompute_bn(model, chunks):
+    "Running statistics of every BatchNorm = mean and unbiased variance of its input over all the chunks, as one batch"
+    bns = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+    order = [] # the BatchNorms in the order the forward pass calls them
+    def first_call(m, _):
+        if all(m is not o for o in order): order.append(m)
+    hooks = [m.register_forward_pre_hook(first_call) for m in bns]
+    try: model(next(iter(chunks))[0])
+    finally:
+        for h in hooks: h.remove()
+    counts = []
+    for bn in order: # layer by layer: the layers before `bn` already normalise as the whole subset would
+        n, mean, m2 = 0, 0., 0.
+        def collect(m, inp):
+            nonlocal n, mean, m2
+            nb, mb, m2b = _chunk_stats(inp[0])
+            d, tot = mb - mean, n + nb
+            n, mean, m2 = tot, mean + d * nb / tot, m2 + m2b + d**2 * n * nb / tot # Chan et al.'s pairwise update
+            raise _Stop
+        h = bn.register_forward_pre_hook(collect)
+        try:
+            for xb, _, _ in chunks:
+                try: model(xb)
+                except _Stop: pass
+        finally: h.remove()
+        bn.running_mean.copy_(mean); bn.running_var.copy_(m2 / n) # biased, as batch-mode BN normalises
+        counts.append(n)
+    for bn, n in zip(order, counts): bn.running_var.mul_(n / max(n - 1, 1)) # unbiased, as BatchNorm stores it
+
+def _curve(model, loss_func, chunks, n, alphas, set_alpha, update_bn):
+    "Loss and accuracy of `model` (in eval mode) at every α, after `set_alpha(α)` has set its weights"
     import pandas as pd
     rows = []
     for a in alphas:
         set_alpha(a)
-        if update_bn: torch.optim.swa_utils.update_bn([(xb,) for xb, _, _ in batches], model); model.eval()
+        if update_bn: _recompute_bn(model, chunks)
         loss, correct = 0., 0.
         with torch.no_grad():
-            for xb, yb, w in batches:
+            for xb, yb, w in chunks:
                 l, preds = _batch_loss(model, loss_func, xb, yb)
                 loss += l.item() * w; correct += _correct(preds, yb)
         rows.append(dict(alpha=a, loss=loss, acc=correct / n))
@@ -268,12 +306,12 @@ def interpolate(model_a:nn.Module, # the network at α = 0
                 data, # a `Data` or a pair `(x, y)` of tensors
                 alphas=tuple(i / 10 for i in range(-5, 16)), # the points α of $(1-α)\,w_a + α\,w_b$
                 n_examples:int|None=None, # size of the fixed subset; `None` takes every example
-                bs:int=256, # batch size (only bounds the memory)
+                bs:int=256, # examples per chunk (only bounds the memory)
                 seed:int=0, # seed of the subset
                 split:str='train', # the split of a `Data`: 'train' or 'test'
-                update_bn:bool=False # recompute BatchNorm running statistics on the subset at every α (else interpolate them)
+                update_bn:bool=False # recompute BatchNorm statistics on the subset at every α (else interpolate them)
                ):
-    "Loss and accuracy along the line $(1-α)\\,\\mathbf{w}_a + α\\,\\mathbf{w}_b$: a `DataFrame` with columns alpha, loss, acc"
+    "Loss and accuracy along the line $(1-α)\\,\\mathbf{w}_a + α\\,\\mathbf{w}_b$: a `DataFrame` (alpha, loss, acc)"
     _params(model_a); _params(model_b)
     sa, sb = model_a.state_dict(), model_b.state_dict()
     if sa.keys() != sb.keys() or any(sa[k].shape != sb[k].shape for k in sa):
@@ -282,21 +320,21 @@ def interpolate(model_a:nn.Module, # the network at α = 0
     m = copy.deepcopy(model_a).eval()
     dev = next(m.parameters()).device
     sb = {k: v.to(dev) for k, v in sb.items()}
-    x, y = _subset(data, n_examples, seed, split, dev)
+    x, y = _subset(data, n_examples, seed, split)
     tgt = m.state_dict(keep_vars=True)
     def set_alpha(a):
         with torch.no_grad():
             for k, t in tgt.items():
                 if t.is_floating_point(): t.copy_((1 - a) * sa[k].to(dev) + a * sb[k])
                 else: t.copy_(sa[k])
-    return _curve(m, loss_func, _batches(x, y, bs), len(x), alphas, set_alpha, update_bn)
+    return _curve(m, loss_func, _Chunks(x, y, bs, dev), len(x), alphas, set_alpha, update_bn)
 
 # %% ../nbs/13_flatness.ipynb #cf1f70af
 def random_direction(model:nn.Module, # the network whose trainable parameters set the shapes and filter norms
                      seed:int=0, # seed of the Gaussian draw (on the CPU, so the same on every device)
-                     ignore_1d:bool=True # zero direction for 1-D parameters (biases, BatchNorm); else the parameter itself
+                     ignore_1d:bool=True # zero direction for 1-D parameters (biases, BatchNorm); else the parameter
                     ) -> dict[str, Tensor]:
-    "A Gaussian direction normalised per filter to the filter's weight norm (Li et al. 2018), as {parameter name: tensor}"
+    "A Gaussian direction normalised per filter to the filter's weight norm (Li et al. 2018), {parameter name: tensor}"
     _params(model)
     g = torch.Generator().manual_seed(seed)
     out = {}
@@ -319,7 +357,7 @@ def loss_along(model:nn.Module, # the network at α = 0
                data, # a `Data` or a pair `(x, y)` of tensors
                alphas=tuple(i / 10 for i in range(-10, 11)), # the points α of $\mathbf{w} + α\,\mathbf{d}$
                n_examples:int|None=None, # size of the fixed subset; `None` takes every example
-               bs:int=256, # batch size (only bounds the memory)
+               bs:int=256, # examples per chunk (only bounds the memory)
                seed:int=0, # seed of the subset
                split:str='train', # the split of a `Data`: 'train' or 'test'
                update_bn:bool=False # recompute BatchNorm running statistics on the subset at every α
@@ -328,14 +366,14 @@ def loss_along(model:nn.Module, # the network at α = 0
     params = _params(model)
     ds = _as_vector_list(direction, model, params, 'direction')
     alphas = _alphas(alphas)
-    x, y = _subset(data, n_examples, seed, split, params[0].device)
+    x, y = _subset(data, n_examples, seed, split)
     with measuring(model):
         w0 = [p.detach().clone() for p in params]
         set_alpha = lambda a: _set_(params, w0, torch._foreach_mul(ds, a))
-        return _curve(model, loss_func, _batches(x, y, bs), len(x), alphas, set_alpha, update_bn)
+        return _curve(model, loss_func, _Chunks(x, y, bs, params[0].device), len(x), alphas, set_alpha, update_bn)
 
 # %% ../nbs/13_flatness.ipynb #2a8a4ab4
-def plot_landscape(curves:dict, # {label: a `DataFrame` from `loss_along`/`interpolate`, or a model (then `loss_along` on a `random_direction`)}
+def plot_landscape(curves:dict, # {label: a `DataFrame` from `loss_along`/`interpolate`, or a model}
                    loss_func=cross_entropy, # loss, for the models in `curves`
                    data=None, # data, for the models in `curves`
                    alphas=tuple(i / 10 for i in range(-10, 11)), # the α of the models' curves
@@ -347,8 +385,9 @@ def plot_landscape(curves:dict, # {label: a `DataFrame` from `loss_along`/`inter
                   ):
     "Plot the 1-D loss (or accuracy) curves of several models on one axis; returns the axis"
     import matplotlib.pyplot as plt
-    if not isinstance(curves, dict) or not curves: raise ValueError("curves must be a non-empty dict {label: DataFrame or model}")
-    if metric not in ('loss', 'acc'): raise ValueError(f"metric must be 'loss' or 'acc', got {metric!r}")
+    if not isinstance(curves, dict) or not curves:
+        raise ValueError("curves must be a non-empty dict {label: DataFrame or model}")
+    check_choice(metric, 'metric', ('loss', 'acc'))
     if ax is None: _, ax = plt.subplots(figsize=(5, 3.2))
     for label, c in curves.items():
         if isinstance(c, nn.Module):

@@ -4,11 +4,11 @@
 
 # %% ../nbs/12_models.ipynb #8fff241f
 from __future__ import annotations
-import itertools, math
 from functools import partial
-import torch
 import torch.nn.functional as F
-from torch import nn, Tensor
+from torch import nn
+from .core import check_num, check_choice
+from .learner import simple_cnn
 
 # %% auto #0
 __all__ = ['PAPER_ARCHS', 'MOBILENET_V1_CFG', 'MOBILENET_V2_CFG', 'MODELS', 'n_params', 'depthwise_separable', 'ConvBlock',
@@ -17,13 +17,6 @@ __all__ = ['PAPER_ARCHS', 'MOBILENET_V1_CFG', 'MOBILENET_V2_CFG', 'MODELS', 'n_p
            'mobilenet_v1', 'InvertedResidual', 'mobilenet_v2', 'efficientnet_b0', 'get_model']
 
 # %% ../nbs/12_models.ipynb #bb9fbaaa
-def _check_int(name:str, v, lo:int=1):
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-        raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
-
-def _check_io(num_classes, in_channels):
-    _check_int('num_classes', num_classes, 2); _check_int('in_channels', in_channels, 1)
-
 def n_params(model:nn.Module) -> int:
     "Number of parameters of `model` (every `nn.Parameter`; buffers such as BatchNorm running statistics excluded)"
     return sum(p.numel() for p in model.parameters())
@@ -36,8 +29,9 @@ def depthwise_separable(cin:int, # input channels
                         bias:bool=False # biases on both convs (the CIFAR models of `001` have them)
                        ) -> nn.Sequential:
     "Depthwise k×k conv (one filter per input channel, 'same' padding) followed by a pointwise 1×1 conv"
-    _check_int('cin', cin); _check_int('cout', cout); _check_int('stride', stride)
-    if kernel_size < 1 or kernel_size % 2 == 0: raise ValueError(f"kernel_size must be odd and >= 1, got {kernel_size}")
+    for v, name in ((cin, 'cin'), (cout, 'cout'), (stride, 'stride'), (kernel_size, 'kernel_size')):
+        check_num(v, name, 1, integer=True)
+    if kernel_size % 2 == 0: raise ValueError(f"kernel_size must be odd, got {kernel_size}")
     return nn.Sequential(nn.Conv2d(cin, cin, kernel_size, stride, kernel_size//2, groups=cin, bias=bias),
                          nn.Conv2d(cin, cout, 1, bias=bias))
 
@@ -47,7 +41,7 @@ class ConvBlock(nn.Sequential):
     def __init__(self, cin:int, cout:int, dw:bool=False, # depthwise-separable instead of a full 3×3 conv
                  bias:bool=False # biases on the convs
                 ):
-        _check_int('cin', cin); _check_int('cout', cout)
+        check_num(cin, 'cin', 1, integer=True); check_num(cout, 'cout', 1, integer=True)
         conv = depthwise_separable(cin, cout, bias=bias) if dw else nn.Conv2d(cin, cout, 3, padding=1, bias=bias)
         super().__init__(conv, nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
@@ -56,7 +50,7 @@ def transition(cin:int, # input channels
                pool:bool=True # end with 2×2 max pooling
               ) -> nn.Sequential:
     "Transition block of `001` Table 1: 1×1 conv (no bias, no BatchNorm) then 2×2 max pooling"
-    _check_int('cin', cin); _check_int('cout', cout)
+    check_num(cin, 'cin', 1, integer=True); check_num(cout, 'cout', 1, integer=True)
     return nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), *([nn.MaxPool2d(2)] if pool else []))
 
 def gap_classifier(cin:int, # channels of the last feature map
@@ -64,7 +58,7 @@ def gap_classifier(cin:int, # channels of the last feature map
                    bias:bool=False # a bias on the 1×1 conv (`001`'s models have none)
                   ) -> nn.Sequential:
     "Global average pooling, then a 1×1 conv from `cin` channels to `num_classes` logits"
-    _check_int('cin', cin); _check_int('num_classes', num_classes, 2)
+    check_num(cin, 'cin', 1, integer=True); check_num(num_classes, 'num_classes', 2, integer=True)
     return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(cin, num_classes, 1, bias=bias), nn.Flatten())
 
 # %% ../nbs/12_models.ipynb #20166a79
@@ -83,16 +77,17 @@ PAPER_ARCHS = {
                                       ('dw',12,15), ('cls',15,10)]),
     'cifar_143k':   (143_208, 'cifar', [('c',3,16), ('c',16,16), ('M',), ('c',16,32), ('c',32,32), ('M',), ('c',32,64),
                                         ('c',64,64), ('M',), ('c',64,120), ('cls',120,10)]),
-    'cifar_143k_dw': (143_396, 'cifar', [('c',3,16), ('c',16,16), ('M',), ('dw',16,32), ('c',32,32), ('M',), ('dw',32,64),
-                                         ('c',64,64), ('M',), ('dw',64,128), ('dw',128,192), ('dw',192,260), ('cls',260,10)]),
+    'cifar_143k_dw': (143_396, 'cifar', [('c',3,16), ('c',16,16), ('M',), ('dw',16,32), ('c',32,32), ('M',),
+                                         ('dw',32,64), ('c',64,64), ('M',), ('dw',64,128), ('dw',128,192),
+                                         ('dw',192,260), ('cls',260,10)]),
 }
 
 # %% ../nbs/12_models.ipynb #00161ced
 def _paper_model(name, num_classes, in_channels):
-    _check_io(num_classes, in_channels)
+    check_num(num_classes, 'num_classes', 2, integer=True); check_num(in_channels, 'in_channels', 1, integer=True)
     _, dataset, layers = PAPER_ARCHS[name]
     bias = dataset == 'cifar'
-    mods, last = [], len(layers) - 1
+    mods = []
     for i, (kind, *ch) in enumerate(layers):
         if kind == 'M': mods.append(nn.MaxPool2d(2)); continue
         ci, co = ch
@@ -155,18 +150,21 @@ def wrn(depth:int=16, # total depth, 6n+4
         dropout:float=0. # dropout between the two convs of a block
        ) -> nn.Sequential:
     "WideResNet WRN-depth-width of Zagoruyko & Komodakis (2016) for 32×32 images"
-    _check_io(num_classes, in_channels); _check_int('width', width)
-    if not isinstance(depth, int) or depth < 10 or (depth - 4) % 6: raise ValueError(f"depth must be 6n+4 with n >= 1 (10, 16, 22, 28, ...), got {depth!r}")
-    if not 0 <= dropout < 1: raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    check_num(num_classes, 'num_classes', 2, integer=True); check_num(in_channels, 'in_channels', 1, integer=True)
+    check_num(width, 'width', 1, integer=True); check_num(dropout, 'dropout', 0, 1, hi_open=True)
+    check_num(depth, 'depth', 10, integer=True, hint='6n+4 with n >= 1')
+    if (depth - 4) % 6: raise ValueError(f"depth must be 6n+4 with n >= 1 (10, 16, 22, 28, ...), got {depth!r}")
     n, w = (depth - 4) // 6, [16, 16*width, 32*width, 64*width]
     layers = [nn.Conv2d(in_channels, w[0], 3, 1, 1, bias=False)]
     for g in range(3):
-        for i in range(n): layers.append(WideBasic(w[g] if i == 0 else w[g+1], w[g+1], (1 if g == 0 else 2) if i == 0 else 1, dropout))
-    return nn.Sequential(*layers, nn.BatchNorm2d(w[3]), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(w[3], num_classes))
+        for i in range(n):
+            layers.append(WideBasic(w[g] if i == 0 else w[g+1], w[g+1], (1 if g == 0 else 2) if i == 0 else 1, dropout))
+    return nn.Sequential(*layers, nn.BatchNorm2d(w[3]), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(w[3], num_classes))
 
 # %% ../nbs/12_models.ipynb #d0bfc32c
 class BasicBlock(nn.Module):
-    "Residual block ReLU(x + BN(conv(ReLU(BN(conv(x)))))), with a projection ('B') or zero-padding ('A') shortcut when the shape changes"
+    "Residual block ReLU(x + BN(conv(ReLU(BN(conv(x)))))), with a projection ('B') or zero-padding ('A') shortcut"
     def __init__(self, cin:int, cout:int, stride:int=1, shortcut:str='B'):
         super().__init__()
         self.conv1, self.bn1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
@@ -177,42 +175,46 @@ class BasicBlock(nn.Module):
         elif stride != 1 or cin != cout: self.shortcut = None # option A
     def forward(self, x):
         y = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
-        if self.shortcut is None: x = F.pad(x[:, :, ::self.stride, ::self.stride], (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
+        if self.shortcut is None:
+            x = F.pad(x[:, :, ::self.stride, ::self.stride], (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
         else: x = self.shortcut(x)
         return F.relu(x + y)
 
 def _resnet(widths, blocks, num_classes, in_channels, shortcut):
-    layers, ci = [nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)], widths[0]
+    ci = widths[0]
+    layers = [nn.Conv2d(in_channels, ci, 3, 1, 1, bias=False), nn.BatchNorm2d(ci), nn.ReLU(inplace=True)]
     for s, (co, n) in enumerate(zip(widths, blocks)):
         for i in range(n): layers.append(BasicBlock(ci, co, 2 if (i == 0 and s > 0) else 1, shortcut)); ci = co
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(ci, num_classes))
 
 def resnet18(num_classes:int=10, in_channels:int=3) -> nn.Sequential:
     "ResNet-18 for 32×32 images: 3×3 stem, four stages of two basic blocks (64-512 channels), projection shortcuts"
-    _check_io(num_classes, in_channels)
+    check_num(num_classes, 'num_classes', 2, integer=True); check_num(in_channels, 'in_channels', 1, integer=True)
     return _resnet([64, 128, 256, 512], [2, 2, 2, 2], num_classes, in_channels, 'B')
 
 def resnet_cifar(depth:int=20, # 6n+2: 20, 32, 44, 56, 110
                  num_classes:int=10, in_channels:int=3,
                  shortcut:str='A' # 'A': zero-padded identity (He et al.'s CIFAR choice), 'B': 1×1 conv + BN projection
                 ) -> nn.Sequential:
-    "The CIFAR ResNet of He et al. (2016) section 4.2, the ResNet of `002`: three stages of n blocks with 16, 32, 64 channels"
-    _check_io(num_classes, in_channels)
-    if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6: raise ValueError(f"depth must be 6n+2 with n >= 1 (8, 14, 20, 32, 44, 56, 110), got {depth!r}")
-    if shortcut not in ('A', 'B'): raise ValueError(f"shortcut must be 'A' (zero padding) or 'B' (projection), got {shortcut!r}")
+    "The CIFAR ResNet of He et al. (2016) section 4.2, the ResNet of `002`: 3 stages of n blocks (16, 32, 64 channels)"
+    check_num(num_classes, 'num_classes', 2, integer=True); check_num(in_channels, 'in_channels', 1, integer=True)
+    check_choice(shortcut, 'shortcut', ('A', 'B'))
+    check_num(depth, 'depth', 8, integer=True, hint='6n+2 with n >= 1')
+    if (depth - 2) % 6: raise ValueError(f"depth must be 6n+2 with n >= 1 (8, 14, 20, 32, 44, 56, 110), got {depth!r}")
     return _resnet([16, 32, 64], [(depth - 2) // 6] * 3, num_classes, in_channels, shortcut)
 
 # %% ../nbs/12_models.ipynb #5b025502
 def _conv_bn_act(ci, co, k=3, stride=1, groups=1, act=nn.ReLU):
-    return nn.Sequential(nn.Conv2d(ci, co, k, stride, k//2, groups=groups, bias=False), nn.BatchNorm2d(co), act(inplace=True))
+    return nn.Sequential(nn.Conv2d(ci, co, k, stride, k//2, groups=groups, bias=False), nn.BatchNorm2d(co),
+                         act(inplace=True))
 
 MOBILENET_V1_CFG = [64, (128, 2), 128, (256, 2), 256, (512, 2), 512, 512, 512, 512, 512, (1024, 2), 1024]
 
 def mobilenet_v1(num_classes:int=10, in_channels:int=3,
                  small_input:bool=True # stem stride 1 for 32×32 images (total stride 16); `False`: ImageNet's stride 32
                 ) -> nn.Sequential:
-    "MobileNet v1 (Howard et al. 2017): 3×3 stem, 13 depthwise-separable blocks with BN-ReLU after each half, GAP, linear"
-    _check_io(num_classes, in_channels)
+    "MobileNet v1 (Howard et al. 2017): 3×3 stem, 13 depthwise-separable blocks, BN-ReLU after each half, GAP, linear"
+    check_num(num_classes, 'num_classes', 2, integer=True); check_num(in_channels, 'in_channels', 1, integer=True)
     layers, ci = [_conv_bn_act(in_channels, 32, stride=1 if small_input else 2)], 32
     for c in MOBILENET_V1_CFG:
         co, s = c if isinstance(c, tuple) else (c, 1)
@@ -221,24 +223,26 @@ def mobilenet_v1(num_classes:int=10, in_channels:int=3,
 
 # %% ../nbs/12_models.ipynb #b1e98d30
 class InvertedResidual(nn.Module):
-    "MobileNet v2 block: 1×1 expand (ReLU6) → 3×3 depthwise (ReLU6) → linear 1×1 project, plus the input when shapes match"
+    "MobileNet v2 block: 1×1 expand (ReLU6) → 3×3 depthwise (ReLU6) → linear 1×1 project (+ the input if shapes match)"
     def __init__(self, cin:int, cout:int, stride:int, expand:int):
         super().__init__()
         h = cin * expand
         layers = [_conv_bn_act(cin, h, 1, act=nn.ReLU6)] if expand != 1 else []
-        layers += [_conv_bn_act(h, h, 3, stride, groups=h, act=nn.ReLU6), nn.Conv2d(h, cout, 1, bias=False), nn.BatchNorm2d(cout)]
+        layers += [_conv_bn_act(h, h, 3, stride, groups=h, act=nn.ReLU6), nn.Conv2d(h, cout, 1, bias=False),
+                   nn.BatchNorm2d(cout)]
         self.conv, self.residual = nn.Sequential(*layers), stride == 1 and cin == cout
     def forward(self, x): return x + self.conv(x) if self.residual else self.conv(x)
 
-MOBILENET_V2_CFG = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)] # t, c, n, s
+MOBILENET_V2_CFG = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+                    (6, 320, 1, 1)] # t, c, n, s
 
 def mobilenet_v2(num_classes:int=10, in_channels:int=3,
-                 small_input:bool=True, # stride 1 in the stem and the 24-channel stage (total stride 8); `False`: ImageNet's 32
+                 small_input:bool=True, # stride 1 in the stem and the 24-channel stage (total stride 8); `False`: 32
                  dropout:float=0.2 # dropout before the classifier
                 ) -> nn.Sequential:
-    "MobileNet v2 (Sandler et al. 2018): inverted residual blocks with linear bottlenecks, 1×1 conv to 1280 channels, GAP, linear"
-    _check_io(num_classes, in_channels)
-    if not 0 <= dropout < 1: raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    "MobileNet v2 (Sandler et al. 2018): inverted residual blocks, linear bottlenecks, 1×1 conv to 1280, GAP, linear"
+    check_num(num_classes, 'num_classes', 2, integer=True); check_num(in_channels, 'in_channels', 1, integer=True)
+    check_num(dropout, 'dropout', 0, 1, hi_open=True)
     layers, ci = [_conv_bn_act(in_channels, 32, stride=1 if small_input else 2, act=nn.ReLU6)], 32
     for j, (t, c, n, s) in enumerate(MOBILENET_V2_CFG):
         if small_input and j == 1: s = 1
@@ -252,24 +256,29 @@ def efficientnet_b0(num_classes:int=10, in_channels:int=3,
                    ) -> nn.Module:
     "torchvision's EfficientNet-B0, randomly initialised, with `num_classes` outputs and an `in_channels`-channel stem"
     import torchvision
-    _check_io(num_classes, in_channels)
-    if not 0 <= dropout < 1: raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    check_num(num_classes, 'num_classes', 2, integer=True); check_num(in_channels, 'in_channels', 1, integer=True)
+    check_num(dropout, 'dropout', 0, 1, hi_open=True)
     m = torchvision.models.efficientnet_b0(weights=None, num_classes=num_classes, dropout=dropout)
     if in_channels != 3:
         old = m.features[0][0]
-        m.features[0][0] = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, old.stride, old.padding, bias=False)
+        m.features[0][0] = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, old.stride, old.padding,
+                                     bias=False)
         nn.init.kaiming_normal_(m.features[0][0].weight, mode='fan_out')
     return m
 
 # %% ../nbs/12_models.ipynb #9971f995
-MODELS = dict(mnist_25k=mnist_25k, mnist_7k=mnist_7k, mnist_7k_dw=mnist_7k_dw, mnist_5k=mnist_5k, mnist_5k_dw=mnist_5k_dw,
-              mnist_1k5_dw=mnist_1k5_dw, cifar_143k=cifar_143k, cifar_143k_dw=cifar_143k_dw,
-              wrn=wrn, wrn16_8=partial(wrn, 16, 8), resnet18=resnet18, resnet_cifar=resnet_cifar, resnet20=partial(resnet_cifar, 20),
-              mobilenet_v1=mobilenet_v1, mobilenet_v2=mobilenet_v2, efficientnet_b0=efficientnet_b0)
+MODELS = dict(simple_cnn=simple_cnn, mnist_25k=mnist_25k, mnist_7k=mnist_7k, mnist_7k_dw=mnist_7k_dw, mnist_5k=mnist_5k,
+              mnist_5k_dw=mnist_5k_dw, mnist_1k5_dw=mnist_1k5_dw, cifar_143k=cifar_143k, cifar_143k_dw=cifar_143k_dw,
+              wrn=wrn, wrn16_8=partial(wrn, 16, 8), resnet18=resnet18, resnet_cifar=resnet_cifar,
+              resnet20=partial(resnet_cifar, 20), mobilenet_v1=mobilenet_v1, mobilenet_v2=mobilenet_v2,
+              efficientnet_b0=efficientnet_b0)
 
 def get_model(name:str, # a key of `MODELS`
-              **kwargs # passed to the model function (`num_classes`, `in_channels`, ...)
+              num_classes:int=10, # number of outputs
+              in_channels:int|None=None, # channels of the input images; `None`: the model's default (1 MNIST, else 3)
+              **kwargs # further arguments of the model function (`widths`, `dropout`, `small_input`, ...)
              ) -> nn.Module:
-    "Build the model called `name` in `MODELS`"
-    if name not in MODELS: raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
-    return MODELS[name](**kwargs)
+    "Build the model called `name` in `MODELS` for `num_classes` classes and `in_channels`-channel images"
+    check_choice(name, 'model', tuple(MODELS))
+    if in_channels is not None: kwargs['in_channels'] = in_channels
+    return MODELS[name](num_classes=num_classes, **kwargs)

@@ -9,57 +9,52 @@ from functools import partial
 import torch
 from .core import *
 from .learner import *
-from .experiment import TECHNIQUES, MODELS, EXTRA_METRICS, Recipe, register
+from .experiment import *
 from .sam import SAMCB
 from .mixup import MixUp, Cutout, LabelSmoothing
-from .gmix import GMix
+from .gmix import GMix, GMIX_MODES
 from .distance import RBFDistance, SnapshotEnsemble
 from .swa import SWA
 from .blurpool import blurpool
 from .se import squeeze_excite
-from . import models as fm
+from .models import MODELS
 from .flatness import hessian_top_eig
 from .vae import train_swwdirvae, SWWDIRVAE_PRESETS
 
 # %% auto #0
-__all__ = ['GMIX_ARMS', 'EFFICIENT_ARMS', 'DISTANCE_ARMS', 'technique', 'sharpness', 'efficiency']
+__all__ = ['TECHNIQUES', 'CLASSIFIER', 'METRICS', 'BASELINE', 'GMIX_ARMS', 'GMIX', 'EFFICIENT_ARMS', 'EFFICIENT', 'DISTANCE_ARMS',
+           'DISTANCE', 'SWWDIRVAE', 'RECIPES', 'sharpness', 'efficiency']
 
 # %% ../nbs/16_recipes.ipynb #6d824f91
-def technique(name:str):
-    "Register `f(cfg, plan)` in `TECHNIQUES` under `name`"
-    def deco(f): TECHNIQUES[name] = f; return f
-    return deco
-
-technique('sam')(lambda cfg, plan: plan.cbs.append(SAMCB(rho=cfg.get('rho', 0.05))))
-technique('asam')(lambda cfg, plan: plan.cbs.append(SAMCB(rho=cfg.get('rho_asam', 0.5), adaptive=True)))
-technique('mixup')(lambda cfg, plan: plan.cbs.append(MixUp(cfg.get('alpha', 1.0), seed=cfg['seed'])))
-technique('cutout')(lambda cfg, plan: plan.cbs.append(Cutout(cfg.get('cutout_size', 10), seed=cfg['seed'])))
-technique('label_smoothing')(lambda cfg, plan: plan.cbs.append(LabelSmoothing(cfg.get('ls_eps', 0.1))))
-technique('swa')(lambda cfg, plan: plan.cbs.append(SWA(start=cfg.get('swa_start', 0.75), swa_lr=cfg.get('swa_lr'))))
-technique('multistep')(lambda cfg, plan: plan.cbs.append(multistep(cfg.get('milestones', (0.5, 0.75)))))
-technique('cosine_restarts')(lambda cfg, plan: plan.cbs.append(cosine_restarts(cfg.get('cycles', 4))))
-technique('snapshot')(lambda cfg, plan: plan.cbs.append(SnapshotEnsemble(cfg.get('cycles', 4))))
-technique('blurpool')(lambda cfg, plan: plan.model_tfms.append(partial(blurpool, min_channels=cfg.get('blur_min_channels', 1))))
-technique('se')(lambda cfg, plan: plan.model_tfms.append(
-    partial(squeeze_excite, min_channels=cfg.get('se_min_channels', 8), latent_channels=cfg.get('se_latent_channels'))))
-technique('distance')(lambda cfg, plan: plan.cbs.append(RBFDistance(
-    strength=cfg.get('strength', 1.0), sigma_scale=cfg.get('sigma_scale', 1.0), start=cfg.get('distance_start', 0.25),
-    every=cfg.get('distance_every', 1), keep=cfg.get('keep', 1))))
-for _mode in ('g', 'bg', 'dg'):
-    technique(f'{_mode}mix')(partial(lambda mode, cfg, plan: plan.cbs.append(
-        GMix(mode, ratio=cfg.get('ratio', 0.5), alpha=cfg.get('alpha', 1.0), rho=cfg.get('rho', 0.05), seed=cfg['seed'])), _mode))
+_gmix = lambda mode: Technique(partial(GMix, mode), dict(ratio='ratio', alpha='alpha', rho='rho', seed='seed'), role='step',
+                               excludes=dict(mixup='G-Mix mixes the batches itself'))
+TECHNIQUES = dict(
+    onecycle=Technique(OneCycle, role='schedule'),
+    multistep=Technique(multistep, dict(milestones='milestones'), role='schedule'),
+    cosine_restarts=Technique(cosine_restarts, dict(cycles='cycles'), role='schedule'),
+    swa=Technique(SWA, dict(swa_start='start', swa_lr='swa_lr'), role='schedule'),
+    sam=Technique(SAMCB, dict(rho='rho'), role='step'),
+    asam=Technique(partial(SAMCB, rho=0.5, adaptive=True), dict(rho_asam='rho'), role='step'),
+    **{f'{m}mix': _gmix(m) for m in GMIX_MODES},
+    mixup=Technique(MixUp, dict(alpha='alpha', seed='seed')),
+    cutout=Technique(Cutout, dict(cutout_size='size', seed='seed')),
+    label_smoothing=Technique(LabelSmoothing, dict(ls_eps='eps')),
+    distance=Technique(RBFDistance, dict(strength='strength', sigma_scale='sigma_scale', distance_start='start',
+                                         distance_every='every', keep='keep')),
+    snapshot=Technique(SnapshotEnsemble, dict(cycles='cycles')),
+    blurpool=Technique(blurpool, dict(blur_min_channels='min_channels'), kind='model'),
+    se=Technique(squeeze_excite, dict(se_min_channels='min_channels', se_latent_channels='latent_channels'), kind='model'))
 
 # %% ../nbs/16_recipes.ipynb #8e5ea92e
-for _name, _f in fm.MODELS.items():
-    MODELS[_name] = partial(lambda f, c_in, n_classes: f(num_classes=n_classes, in_channels=c_in), _f)
+CLASSIFIER = {**CLASSIFIER_DEFAULTS, 'hessian_examples': 512, 'hessian_iters': 20, 'hessian_bs': 32}
 
 # %% ../nbs/16_recipes.ipynb #129fb434
 def sharpness(learn, cfg) -> dict:
     "Top Hessian eigenvalue of the training loss at the final weights"
     d = learn.data
-    n = cfg.get('hessian_examples', 512)
-    return dict(hessian_top_eig=hessian_top_eig(learn.model, cross_entropy, (d.x_train, d.y_train), n_iter=cfg.get('hessian_iters', 20),
-                                                n_examples=n, bs=n))
+    n = min(cfg['hessian_examples'], len(d.x_train))
+    return dict(hessian_top_eig=hessian_top_eig(learn.model, cross_entropy, (d.x_train, d.y_train),
+                                                n_iter=cfg['hessian_iters'], n_examples=n, bs=cfg['hessian_bs']))
 
 def efficiency(learn, cfg) -> dict:
     "Parameter count, size on disk (KB) and CPU inference time (s) over the test set"
@@ -74,7 +69,14 @@ def efficiency(learn, cfg) -> dict:
     learn.model.to(learn.device)
     return dict(n_params=sum(p.numel() for p in learn.model.parameters()), size_kb=len(buf.getvalue()) / 1024, cpu_infer_s=best)
 
-EXTRA_METRICS.update(sharpness=sharpness, efficiency=efficiency)
+METRICS = dict(sharpness=sharpness, efficiency=efficiency)
+_recipe = partial(Recipe, techniques=TECHNIQUES, models=MODELS, metrics=METRICS, defaults=CLASSIFIER)
+
+# %% ../nbs/16_recipes.ipynb #91dfcde5
+BASELINE = _recipe('baseline', 'a small BatchNorm CNN, SGD + momentum, one-cycle LR (digits; MNIST for paper)',
+    presets=dict(cpu=dict(data='digits', data_kw=dict(size=28), model='simple_cnn', epochs=8, bs=64, lr=0.1, seeds=3),
+                 paper=dict(data='mnist', model='simple_cnn', epochs=20, bs=128, lr=0.1, seeds=3)),
+    arms=dict(baseline=dict(techniques=('onecycle',))))
 
 # %% ../nbs/16_recipes.ipynb #e021de11
 _ratio_sweep = {f'{m}-r{r}': dict(techniques=('multistep', m), ratio=r) for m in ('bgmix', 'dgmix') for r in (0.25, 0.75)}
@@ -84,13 +86,13 @@ GMIX_ARMS = dict(vanilla=dict(techniques=('multistep',)), sam=dict(techniques=('
                  bgmix=dict(techniques=('multistep', 'bgmix')), dgmix=dict(techniques=('multistep', 'dgmix')),
                  **_ratio_sweep, **_bs_sweep)
 _main6 = ['vanilla', 'sam', 'mixup', 'gmix', 'bgmix', 'dgmix']
-_paper = lambda data, model, **kw: {**dict(data=data, model=model, epochs=200, bs=128, lr=0.1, wd=5e-4, rho=0.05, alpha=1.0, ratio=0.5,
-                                           crop_padding=4, flip=True, seeds=3, extra_metrics=('sharpness',)), **kw}
+_paper = lambda data, model, **kw: {**dict(data=data, model=model, epochs=200, bs=128, lr=0.1, wd=5e-4, rho=0.05, alpha=1.0,
+                                           ratio=0.5, crop_padding=4, flip=True, seeds=3, extra_metrics=('sharpness',)), **kw}
 _t1 = lambda src, v, s, m: dict(source=src, vanilla=v, sam=s, mixup=m)
-register(Recipe('gmix', 'G-Mix, BG-Mix, DG-Mix against Vanilla, SAM and Mixup (004)',
-    presets={'cpu': dict(data='digits', data_kw=dict(size=16, n_train=600, label_noise=0.2), model='simple_cnn', epochs=30, bs=64, lr=0.05,
-                         wd=5e-4, rho=0.05, alpha=1.0, ratio=0.5, seeds=3, extra_metrics=('sharpness',), hessian_examples=256, hessian_iters=10,
-                         arms=_main6 + list(_ratio_sweep)),
+GMIX = _recipe('gmix', 'G-Mix, BG-Mix, DG-Mix against Vanilla, SAM and Mixup (004)',
+    presets={'cpu': dict(data='digits', data_kw=dict(size=16, n_train=600, label_noise=0.2), model='simple_cnn', epochs=30,
+                         bs=64, lr=0.05, wd=5e-4, rho=0.05, alpha=1.0, ratio=0.5, seeds=5, extra_metrics=('sharpness',),
+                         hessian_examples=256, hessian_iters=10, arms=_main6 + list(_ratio_sweep)),
              'paper': _paper('cifar10', 'wrn16_8', arms=_main6 + list(_ratio_sweep) + list(_bs_sweep)),
              'paper-cifar100': _paper('cifar100', 'wrn16_8', arms=_main6 + list(_ratio_sweep) + list(_bs_sweep)),
              'paper-cifar100-resnet18': _paper('cifar100', 'resnet18', arms=_main6),
@@ -102,7 +104,7 @@ register(Recipe('gmix', 'G-Mix, BG-Mix, DG-Mix against Vanilla, SAM and Mixup (0
            'paper-cifar100': _t1('004 Table II, CIFAR-100, WRN', 63.36, 65.59, 75.25),
            'paper-cifar100-resnet18': _t1('004 Table II, CIFAR-100, ResNet-18', 57.11, 60.46, 76.68),
            'paper-stl10': _t1('004 Table I, STL-10, WRN', 64.76, 66.41, 79.35),
-           'paper-svhn': _t1('004 Table I, SVHN, MobileNet', 93.24, 94.44, 95.14)}))
+           'paper-svhn': _t1('004 Table I, SVHN, MobileNet', 93.24, 94.44, 95.14)})
 
 # %% ../nbs/16_recipes.ipynb #08e2fff0
 _single = ['baseline', 'onecycle', 'cutout', 'blurpool', 'se', 'mixup', 'label_smoothing', 'sam', 'swa']
@@ -112,36 +114,48 @@ _combos = {'bp+se+swa': ('blurpool', 'se', 'swa'), 'bp+co+m+se': ('blurpool', 'c
            'bp+co+m+ls+swa+sam': ('blurpool', 'cutout', 'mixup', 'label_smoothing', 'swa', 'sam')}
 EFFICIENT_ARMS = {'baseline': dict(techniques=()), **{a: dict(techniques=(a,)) for a in _single[1:]},
                   **{k: dict(techniques=v) for k, v in _combos.items()}}
-_eff = dict(epochs=40, bs=128, lr=0.05, alpha=0.4, cutout_size=10, seeds=3, extra_metrics=('efficiency', 'sharpness'))
+_eff_techs = dict(alpha=0.4, cutout_size=10, rho=0.05, blur_min_channels=1, se_min_channels=8, se_latent_channels=None)
+_eff = dict(epochs=40, bs=128, lr=0.05, seeds=3, extra_metrics=('efficiency', 'sharpness'), **_eff_techs)
 _t4_mnist = dict(source='001 Table 4, MNIST (cpu: ours on digits 28×28, not MNIST)', baseline=98.35, onecycle=98.92, cutout=98.45, blurpool=99.21,
                  se=99.18, mixup=97.85, label_smoothing=98.83, sam=98.77, swa=99.02, **{'bp+se+swa': 99.2})
-register(Recipe('efficient', 'one technique at a time and combined, on the 1.5K-parameter DW net (001)',
-    presets={'cpu': dict(data='digits', data_kw=dict(size=28), model='mnist_1k5_dw', epochs=15, bs=64, lr=0.05, alpha=0.4, cutout_size=10,
-                         seeds=3, extra_metrics=('efficiency', 'sharpness'), hessian_examples=256, hessian_iters=10, arms=_single + ['bp+se+swa']),
+EFFICIENT = _recipe('efficient', 'one technique at a time and combined, on the 1.5K-parameter DW net (001)',
+    presets={'cpu': dict(data='digits', data_kw=dict(size=28), model='mnist_1k5_dw', epochs=15, bs=64, lr=0.05, seeds=3,
+                         extra_metrics=('efficiency', 'sharpness'), hessian_examples=256, hessian_iters=10,
+                         arms=_single + ['bp+se+swa'], **_eff_techs),
              'paper': dict(data='mnist', model='mnist_1k5_dw', **_eff, arms=_single + ['bp+se+swa']),
              'paper-cifar10': dict(data='cifar10', model='cifar_143k_dw', crop_padding=4, flip=True, **{**_eff, 'cutout_size': 16})},
     arms=EFFICIENT_ARMS,
     paper={'cpu': _t4_mnist, 'paper': _t4_mnist,
            'paper-cifar10': dict(source='001 Tables 4-5, CIFAR-10', baseline=79.9, onecycle=79.42, cutout=82.92, blurpool=83.16, se=81.61,
                                  mixup=83.52, label_smoothing=81.06, sam=80.64, swa=82.1, **{'bp+co+m+se': 85.55, 'bp+co+m': 86.08,
-                                 'bp+co+m+sam': 86.09, 'bp+co+m+swa': 86.37, 'bp+co+m+ls': 86.37, 'bp+co+m+ls+swa+sam': 86.76})}))
+                                 'bp+co+m+sam': 86.09, 'bp+co+m+swa': 86.37, 'bp+co+m+ls': 86.37, 'bp+co+m+ls+swa+sam': 86.76})})
 
 # %% ../nbs/16_recipes.ipynb #5ca6bf95
 DISTANCE_ARMS = dict(baseline=dict(techniques=()), distance=dict(techniques=('distance',), keep=1),
                      **{'distance-3': dict(techniques=('distance',), keep=3)},
                      cosine_restarts=dict(techniques=('cosine_restarts',)), snapshot=dict(techniques=('cosine_restarts', 'snapshot')))
 _d_paper = lambda model: dict(data='cifar10', model=model, epochs=300, bs=128, lr=0.01, wd=1e-3, crop_padding=4, flip=True, seeds=3,
-                              strength=1.0, sigma_scale=1.0, cycles=6, extra_metrics=('sharpness',))
-register(Recipe('distance', 'RBF distance from past checkpoints against SGD and warm restarts (002)',
+                              strength=1.0, sigma_scale=1.0, distance_start=0.25, distance_every=1, cycles=6,
+                              extra_metrics=('sharpness',))
+DISTANCE = _recipe('distance', 'RBF distance from past checkpoints against SGD and warm restarts (002)',
     presets={'cpu': dict(data='digits', data_kw=dict(size=16, n_train=600, label_noise=0.2), model='simple_cnn', epochs=16, bs=64, lr=0.05,
-                         wd=1e-3, strength=1.0, sigma_scale=1.0, cycles=4, seeds=3, extra_metrics=('sharpness',), hessian_examples=256, hessian_iters=10),
+                         wd=1e-3, strength=1.0, sigma_scale=1.0, distance_start=0.25, distance_every=1, cycles=4, seeds=3,
+                         extra_metrics=('sharpness',), hessian_examples=256, hessian_iters=10),
              'paper': _d_paper('resnet20'), 'paper-mobilenet_v2': _d_paper('mobilenet_v2')},
-    arms=DISTANCE_ARMS))
+    arms=DISTANCE_ARMS)
 
 # %% ../nbs/16_recipes.ipynb #250de1f0
-def _run_swwdirvae(cfg, data, seed, run_dir, device=None, progress=False): return train_swwdirvae(cfg, data, seed, run_dir, device=device)
+def _train_swwdirvae(run:Run, data:Data, check_only:bool=False) -> dict:
+    "The run of the `swwdirvae` recipe: `train_swwdirvae` on the run's configuration"
+    for k in ('epochs', 'clf_epochs', 'bs', 'clf_bs'): check_num(run.cfg[k], k, 1, integer=True)
+    for k in ('lr', 'clf_lr'): check_num(run.cfg[k], k, 0, lo_open=True)
+    return {} if check_only else train_swwdirvae(run.cfg, data, run.seed, run.dir, device=run.device)
+
 _vae_preset = lambda p, data, **kw: {**SWWDIRVAE_PRESETS[p], 'data': data, **kw}
-register(Recipe('swwdirvae', 'β-SWWDirVAE latent kNN error vs raw pixels and a Gaussian VAE, and the two-stage SAM classifier (000)',
+SWWDIRVAE = Recipe('swwdirvae', 'β-SWWDirVAE latent kNN error vs raw pixels and a Gaussian VAE, and the two-stage SAM classifier (000)',
     presets={'cpu': _vae_preset('cpu', 'digits', data_kw=dict(size=16), seeds=3),
              'paper': _vae_preset('paper', 'cifar10', seeds=1), 'paper-cifar100': _vae_preset('paper', 'cifar100', seeds=1)},
-    arms=dict(invcdf=dict(method='invcdf'), implicit=dict(method='implicit')), run=_run_swwdirvae))
+    arms=dict(invcdf=dict(method='invcdf'), implicit=dict(method='implicit')), train=_train_swwdirvae, defaults={})
+
+# %% ../nbs/16_recipes.ipynb #2878e28d
+RECIPES = {r.name: r for r in (BASELINE, GMIX, EFFICIENT, DISTANCE, SWWDIRVAE)}

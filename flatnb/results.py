@@ -6,94 +6,316 @@
 from __future__ import annotations
 import csv, io, math, os
 from pathlib import Path
-from .core import atomic_write_text
-from .learner import in_notebook
+from .core import atomic_write_text, check_choice, check_num
 
 # %% auto #0
-__all__ = ['BASE_COLS', 'results_csv', 'results_table', 'plot_results', 'show_results', 'write_results']
+__all__ = ['BASE_COLS', 'ACC_COLS', 'TIME_COLS', 'GAP_NOTE', 'is_percent', 'scalar_cols', 'results_csv', 'mean_sd', 'paired_ci',
+           'welch_ci', 'compare', 'summary', 'fmt_cell', 'results_table', 'plot_results', 'show_results',
+           'write_results']
 
-# %% ../nbs/14_results.ipynb #57d18533
-BASE_COLS = ['arm', 'seed', 'epochs', 'train_acc', 'test_acc', 'gap', 'time_s']
+# %% ../nbs/14_results.ipynb #555b014d
+BASE_COLS = ('arm', 'seed', 'epochs', 'train_acc', 'clean_train_acc', 'test_acc', 'gap', 'clean_gap',
+             'train_s', 'eval_s')
+ACC_COLS = ('train_acc', 'clean_train_acc', 'test_acc', 'gap', 'clean_gap') # the first table's columns, in %
+TIME_COLS = ('train_s', 'eval_s')
 
-def _scalar_cols(rows):
-    extra = [k for k in rows[0] if k not in BASE_COLS and isinstance(rows[0][k], (int, float))]
-    return BASE_COLS + extra
+def _is_num(v) -> bool: return isinstance(v, (int, float)) and not isinstance(v, bool)
 
-def results_csv(rows:list[dict]) -> str:
-    "The runs as CSV text, one row per (arm, seed)"
-    cols = _scalar_cols(rows)
-    buf = io.StringIO(); w = csv.DictWriter(buf, cols, extrasaction='ignore', lineterminator='\n')
+def _check_rows(rows):
+    if not isinstance(rows, (list, tuple)) or not rows: raise ValueError("rows must be a non-empty list of runs")
+    for r in rows:
+        if not isinstance(r, dict) or 'arm' not in r: raise ValueError(f"a run must be a dict with an 'arm', got {r!r}")
+    return rows
+
+def is_percent(col:str) -> bool:
+    "Whether column `col` holds a fraction shown in % (`*_acc`, `*gap`, `*_err`)"
+    return col.endswith(('_acc', 'gap', '_err'))
+
+def scalar_cols(rows:list[dict] # the runs
+               ) -> list[str]:
+    "The columns of `results.csv`: `BASE_COLS` the runs have, then every other scalar, in order of first appearance"
+    seen = dict.fromkeys(k for r in _check_rows(rows) for k, v in r.items() if isinstance(v, (int, float, str)))
+    return [c for c in BASE_COLS if c in seen] + [c for c in seen if c not in BASE_COLS]
+
+def results_csv(rows:list[dict] # the runs
+               ) -> str:
+    "The runs as CSV text, one row per (arm, seed); a run without a column leaves its cell empty"
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, scalar_cols(rows), restval='', extrasaction='ignore', lineterminator='\n')
     w.writeheader(); w.writerows(rows)
     return buf.getvalue()
 
-def _mean_std(xs):
-    m = sum(xs)/len(xs)
-    s = math.sqrt(sum((x-m)**2 for x in xs)/(len(xs)-1)) if len(xs) > 1 else 0.
-    return m, s
+# %% ../nbs/14_results.ipynb #231bfa11
+def mean_sd(xs:list[float] # the values, one per seed
+           ) -> tuple[float, float|None]:
+    "The mean and the sample standard deviation (denominator n − 1) of `xs`; the deviation is `None` for one value"
+    if not xs: raise ValueError("mean_sd needs at least one value")
+    n = len(xs); m = sum(xs) / n
+    return m, (math.sqrt(sum((x - m)**2 for x in xs) / (n - 1)) if n > 1 else None)
+
+def _t_interval(m, se, df, level):
+    from scipy.stats import t
+    h = float(t.ppf((1 + level) / 2, df)) * se
+    return dict(diff=m, lo=m - h, hi=m + h, df=df)
+
+def _check_level(level): check_num(level, 'level', 0, 1, lo_open=True, hi_open=True, hint='the confidence level')
+
+def paired_ci(x:list[float], # one arm's values, in seed order
+              y:list[float], # the reference arm's values for the same seeds, same order
+              level:float=0.95 # the confidence level
+             ) -> dict:
+    "Mean of the differences x_i − y_i with its paired t interval: `dict(diff, lo, hi, df)`"
+    _check_level(level)
+    if len(x) != len(y) or len(x) < 2:
+        raise ValueError(f"paired_ci needs two equally long lists of >= 2 values, got {len(x)} and {len(y)}")
+    m, s = mean_sd([a - b for a, b in zip(x, y)])
+    return _t_interval(m, s / math.sqrt(len(x)), len(x) - 1, level)
+
+def welch_ci(x:list[float], # one arm's values
+             y:list[float], # the reference arm's values
+             level:float=0.95 # the confidence level
+            ) -> dict:
+    "Difference of the means x̄ − ȳ with Welch's interval (Welch–Satterthwaite df): `dict(diff, lo, hi, df)`"
+    _check_level(level)
+    if len(x) < 2 or len(y) < 2: raise ValueError(f"welch_ci needs >= 2 values per arm, got {len(x)} and {len(y)}")
+    (mx, sx), (my, sy) = mean_sd(x), mean_sd(y)
+    vx, vy = sx**2 / len(x), sy**2 / len(y)
+    # both variances 0: ν is 0/0; the interval is the point x̄ − ȳ whatever ν, which is then the pooled n_x + n_y − 2
+    df = (vx + vy)**2 / (vx**2 / (len(x) - 1) + vy**2 / (len(y) - 1)) if vx + vy > 0 else len(x) + len(y) - 2
+    return _t_interval(mx - my, math.sqrt(vx + vy), df, level)
+
+# %% ../nbs/14_results.ipynb #63369a61
+def _arms(rows): return list(dict.fromkeys(r['arm'] for r in rows))
+
+def _ref(rows, ref):
+    arms = _arms(rows)
+    return arms[0] if ref is None else check_choice(ref, 'reference arm', arms)
+
+def compare(rows:list[dict], # the runs
+            ref:str|None=None, # the reference arm; `None`: the first arm
+            metric:str='test_acc' # the column to compare
+           ) -> list[dict]:
+    "Each other arm's mean difference in `metric` to `ref` with its 95% interval (paired t on shared seeds, else Welch)"
+    ref = _ref(_check_rows(rows), ref)
+    check_choice(metric, 'metric', [c for c in scalar_cols(rows) if any(_is_num(r.get(c)) for r in rows)])
+    runs = {a: sorted((r['seed'], r[metric]) for r in rows if r['arm'] == a and _is_num(r.get(metric)))
+            for a in _arms(rows)}
+    if not runs[ref]: raise ValueError(f"the reference arm {ref!r} has no {metric}")
+    out, y = [], [v for _, v in runs[ref]]
+    for arm, xs in runs.items():
+        if arm == ref or not xs: continue
+        x, seeds = [v for _, v in xs], [s for s, _ in xs]
+        paired = seeds == [s for s, _ in runs[ref]] and len(set(seeds)) == len(seeds)
+        if min(len(x), len(y)) < 2: ci = dict(diff=mean_sd(x)[0] - mean_sd(y)[0], lo=None, hi=None, df=None)
+        else: ci = (paired_ci if paired else welch_ci)(x, y)
+        out.append(dict(arm=arm, n=len(x), n_ref=len(y), **ci, test='paired t' if paired else 'Welch',
+                        significant=ci['lo'] is not None and (ci['lo'] > 0 or ci['hi'] < 0)))
+    return out
+
+# %% ../nbs/14_results.ipynb #dc8467aa
+def _pts(v): return f'{100 * v:+.2f}'
+
+def _cited(c): # one arm's difference, in points, with its interval
+    ci = f", 95% CI [{_pts(c['lo'])}, {_pts(c['hi'])}], {c['test']}" if c['lo'] is not None else ''
+    return f"`{c['arm']}` {_pts(c['diff'])} points{ci}"
+
+def _seeds_epochs(rows):
+    ns = {a: sum(r['arm'] == a for r in rows) for a in _arms(rows)}
+    eps = sorted({r['epochs'] for r in rows if 'epochs' in r})
+    seeds = f"{min(ns.values())}" + (f"-{max(ns.values())}" if len(set(ns.values())) > 1 else '')
+    return seeds, ('-'.join(map(str, (eps[0], eps[-1]) if len(eps) > 1 else eps)) or '?')
+
+def summary(rows:list[dict], # the runs
+            ref:str|None=None # the reference arm; `None`: the first arm
+           ) -> str:
+    "A short Markdown paragraph: which arms differ significantly from `ref` in test accuracy, and by how much"
+    ref, cmp = _ref(_check_rows(rows), ref), sorted(compare(rows, ref), key=lambda c: -c['diff'])
+    m, s = mean_sd([r['test_acc'] for r in rows if r['arm'] == ref and _is_num(r.get('test_acc'))])
+    seeds, eps = _seeds_epochs(rows)
+    sd = f" ± {100 * s:.2f}" if s is not None else ''
+    out = [f"Test accuracy against the reference arm `{ref}` ({100 * m:.2f}%{sd}; "
+           f"{seeds} seed{'s' * (seeds != '1')} per arm, {eps} epoch{'s' * (eps != '1')})."]
+    groups = [("Significantly different (the 95% interval of the difference excludes 0)",
+               [c for c in cmp if c['significant']]),
+              ("Not significantly different (the interval includes 0)",
+               [c for c in cmp if c['lo'] is not None and not c['significant']]),
+              ("One seed, so no interval", [c for c in cmp if c['lo'] is None])]
+    out += [f"{head}: " + '; '.join(map(_cited, cs)) + '.' for head, cs in groups if cs]
+    return ' '.join(out if cmp else out + ["There is no other arm to compare."])
+
+# %% ../nbs/14_results.ipynb #90bef9cc
+def _decimals(m):
+    return 2 if m == 0 or not math.isfinite(m) else min(4, max(2, 2 - math.floor(math.log10(abs(m)))))
+
+def fmt_cell(xs:list, # the values of one column over an arm's seeds
+             pct:bool=False # show fractions in %
+            ) -> str:
+    "Mean ± standard deviation of `xs` (only the value for one seed); integers as integers (a range when they vary)"
+    if all(isinstance(x, int) for x in xs): return f'{min(xs)}' if min(xs) == max(xs) else f'{min(xs)}–{max(xs)}'
+    m, s = mean_sd([x * (100 if pct else 1) for x in xs])
+    f = (lambda v: f'{v:.3g}') if 0 < abs(m) < 1e-3 else (lambda v: f'{v:.{2 if pct else _decimals(m)}f}')
+    return f(m) + (f' ± {f(s)}' if s is not None else '')
+
+def _md_table(head, body):
+    line = lambda cells: '| ' + ' | '.join(cells) + ' |'
+    return '\n'.join([line(head), '|' + '---|' * len(head)] + [line(r) for r in body])
+
+def _cells(rows, arm, cols):
+    rs = [r for r in rows if r['arm'] == arm]
+    return [fmt_cell(v, is_percent(c)) if (v := [r[c] for r in rs if _is_num(r.get(c))]) else '–' for c in cols]
+
+# %% ../nbs/14_results.ipynb #0d3ef1b9
+GAP_NOTE = ("gap = test accuracy − training accuracy on the batches as trained (augmented, as in `004`); "
+            "clean gap = test accuracy − accuracy on the un-augmented training set in evaluation mode")
+
+def _first_table(rows, ref, paper):
+    cols, cmp = [c for c in ACC_COLS if c in scalar_cols(rows)], {c['arm']: c for c in compare(rows, ref)}
+    def delta(a):
+        if a == ref: return ['reference', '–']
+        if a not in cmp: return ['–', '–']
+        c = cmp[a]; d = f"{_pts(c['diff'])}{'*' * c['significant']}"
+        if c['lo'] is None: return [d, '1 seed: no interval']
+        return [f"{d} [{_pts(c['lo'])}, {_pts(c['hi'])}]", c['test']]
+    def row(a):
+        rs = [r for r in rows if r['arm'] == a]
+        eps = ', '.join(map(str, sorted({r['epochs'] for r in rs if 'epochs' in r}))) or '–'
+        pap = ([f"{paper[a]:.2f}" if _is_num(paper.get(a)) else '–'] if paper else [])
+        return [a, eps, str(len(rs))] + _cells(rows, a, cols) + delta(a) + pap
+    head = ['arm', 'epochs', 'seeds', *cols, f'Δ test_acc vs {ref} [95% CI]', 'interval']
+    head += ['paper test_acc'] if paper else []
+    return _md_table(head, [row(a) for a in _arms(rows)])
+
+def _other_tables(rows, width=6):
+    num = [c for c in scalar_cols(rows) if c not in BASE_COLS and any(_is_num(r.get(c)) for r in rows)]
+    cols = num + [c for c in TIME_COLS if c in scalar_cols(rows)]
+    head = lambda cs: ['arm'] + [f'{c} (%)' if is_percent(c) else c for c in cs]
+    return [_md_table(head(cols[i:i+width]), [[a] + _cells(rows, a, cols[i:i+width]) for a in _arms(rows)])
+            for i in range(0, len(cols), width)]
+
+def _paper_note(rows, paper, data_name):
+    pe, eps = paper.get('epochs'), _seeds_epochs(rows)[1]
+    least = min((r['epochs'] for r in rows if 'epochs' in r), default=None)
+    note = f"paper test_acc: the test accuracy (%) reported by {paper.get('source', 'the source')}"
+    note += f" after {pe} epochs" if pe else ''
+    runs = f"{eps} epoch{'s' * (eps != '1')}{f' on {data_name}' if data_name else ''}"
+    if pe and least is not None and least < pe: return note + f". **These runs trained only {runs}: not comparable.**"
+    return note + f"; these runs trained {runs}."
 
 def results_table(rows:list[dict], # the runs
-                  paper:dict|None=None, # arm -> the source's reported accuracy (%), with key 'source'
-                  data_name:str='' # the data set the runs used
+                  paper:dict|None=None, # arm -> the source's test accuracy (%); keys 'source' (its citation), 'epochs'
+                  data_name:str='', # the data set the runs used
+                  ref:str|None=None # the reference arm of the differences; `None`: the first arm
                  ) -> str:
-    "Markdown table: mean ± std over seeds per arm (accuracies in %)"
-    cols = [c for c in _scalar_cols(rows) if c not in ('arm', 'seed', 'epochs')]
-    arms = list(dict.fromkeys(r['arm'] for r in rows))
-    pct = lambda c: c in ('train_acc', 'test_acc', 'gap')
-    head = ['arm', 'seeds'] + [f'{c} (%)' if pct(c) else c for c in cols] + ([f"paper test_acc (%) [{paper.get('source', '')}]"] if paper else [])
-    lines = [f"Data: {data_name}" if data_name else '', '', '| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
-    for a in arms:
-        rs = [r for r in rows if r['arm'] == a]
-        cells = [a, str(len(rs))]
-        for c in cols:
-            m, s = _mean_std([r[c] * (100 if pct(c) else 1) for r in rs])
-            cells.append(f'{m:.2f} ± {s:.2f}')
-        if paper: cells.append(f"{paper[a]:.2f}" if a in paper else '–')
-        lines.append('| ' + ' | '.join(cells) + ' |')
-    return '\n'.join(lines).strip() + '\n'
+    "Markdown: what is shown, a table of accuracies, gaps and differences to `ref` (in %), then the other metrics"
+    ref = _ref(_check_rows(rows), ref)
+    seeds, eps = _seeds_epochs(rows)
+    sd = ("one seed per arm: no ± and no intervals" if seeds == '1' else
+          "± is the standard deviation over each arm's seeds (column seeds; one seed: its single run)" if '-' in seeds
+          else f"± is the standard deviation over {seeds} seeds")
+    head = ((f"Data: {data_name}. " if data_name else '') + f"Accuracies, gaps and differences in %; {sd}; "
+            + (f"the runs trained {eps} epochs (column epochs)." if '-' in eps
+               else f"every run trained {eps} epoch{'s' * (eps != '1')}."))
+    notes = [GAP_NOTE] * any(c in scalar_cols(rows) for c in ('gap', 'clean_gap'))
+    notes.append(f"Δ: the mean difference in test accuracy to the reference arm `{ref}`, in points, with its 95% "
+                 "confidence interval; column interval: *paired t* when the arms ran the same seeds (a seed fixes the "
+                 "data split, label noise, initialisation and batch order for every arm), else *Welch* "
+                 "(Welch–Satterthwaite df). `*`: the interval excludes 0.")
+    if paper: notes.append(_paper_note(rows, paper, data_name))
+    parts = [head, _first_table(rows, ref, paper), '\n\n'.join(notes)]
+    if others := _other_tables(rows): parts += ['**Other metrics and timings** (times in seconds)'] + others
+    return '\n\n'.join(parts) + '\n'
 
-# %% ../nbs/14_results.ipynb #618c9d4e
-def plot_results(rows:list[dict], title:str='', path:str|Path|None=None):
-    "Mean test accuracy per epoch for each arm; final test accuracy per arm, one dot per seed; and, where measured, accuracy against sharpness"
-    import matplotlib
-    if path is not None and not in_notebook(): matplotlib.use('Agg')
-    import matplotlib.pyplot as plt, seaborn as sns
-    arms = list(dict.fromkeys(r['arm'] for r in rows))
-    sharp = all('hessian_top_eig' in r for r in rows)
-    fig, axs = plt.subplots(1, 3 if sharp else 2, figsize=(16 if sharp else 11, 3.8))
-    a1, a2 = axs[:2]
-    if sharp:
-        sns.scatterplot(x=[r['hessian_top_eig'] for r in rows], y=[r['test_acc'] for r in rows], hue=[r['arm'] for r in rows], ax=axs[2])
-        axs[2].set_xlabel('top Hessian eigenvalue (sharpness)'); axs[2].set_ylabel('final test accuracy'); axs[2].legend(fontsize=7)
-    for a in arms:
+# %% ../nbs/14_results.ipynb #b20f0376
+def _arm_ticks(ax, arms, col): # arm names down the y axis, each in its colour
+    ax.set_yticks(range(len(arms)), arms); ax.invert_yaxis()
+    for t, a in zip(ax.get_yticklabels(), arms): t.set_color(col[a])
+
+def _palette(arms):
+    import seaborn as sns
+    return dict(zip(arms, sns.color_palette('tab10' if len(arms) <= 10 else 'husl', len(arms))))
+
+def _plot_curves(ax, rows, col):
+    from matplotlib.ticker import MaxNLocator
+    for a, c in col.items():
         hs = [r['history'] for r in rows if r['arm'] == a and r.get('history')]
-        if not hs: continue
-        n = min(len(h) for h in hs)
-        a1.plot(range(1, n+1), [sum(h[i]['test_acc'] for h in hs)/len(hs) for i in range(n)], label=a)
-    a1.set_xlabel('epoch'); a1.set_ylabel('test accuracy (mean over seeds)'); a1.legend(fontsize=8)
-    sns.pointplot(x=[r['arm'] for r in rows], y=[r['test_acc'] for r in rows], errorbar='sd', linestyle='none', ax=a2, color='k')
-    sns.stripplot(x=[r['arm'] for r in rows], y=[r['test_acc'] for r in rows], ax=a2, alpha=0.5)
-    a2.set_ylabel('final test accuracy'); a2.tick_params(axis='x', rotation=30)
-    fig.suptitle(title); fig.tight_layout()
-    if path is not None:
-        tmp = Path(path).with_name(Path(path).stem + '.tmp.png'); fig.savefig(tmp, dpi=90); os.replace(tmp, path)
-        if not in_notebook(): plt.close(fig)
+        eps = sorted({h['epoch'] for hist in hs for h in hist if 'test_acc' in h})
+        if not eps: continue
+        accs = [[100 * h['test_acc'] for hist in hs for h in hist if h['epoch'] == e and 'test_acc' in h] for e in eps]
+        x = [e + 1 for e in eps]
+        ax.plot(x, [sum(v) / len(v) for v in accs], color=c, label=a, marker='o' if len(x) < 30 else None, ms=3)
+        if len(hs) > 1: ax.fill_between(x, [min(v) for v in accs], [max(v) for v in accs], color=c, alpha=0.15)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel('epoch'); ax.set_ylabel('test accuracy (%), mean over seeds')
+    if ax.get_lines(): ax.legend(fontsize=7, ncol=1 + len(col) // 8)
+
+def _plot_final(ax, rows, col):
+    for i, (a, c) in enumerate(col.items()):
+        v = [100 * r['test_acc'] for r in rows if r['arm'] == a and _is_num(r.get('test_acc'))]
+        if not v: continue
+        ax.scatter(v, [i + 0.3 * ((j + 0.5) / len(v) - 0.5) for j in range(len(v))], color=c, alpha=0.6, s=14)
+        m, s = mean_sd(v)
+        ax.errorbar(m, i, xerr=s, fmt='|', color='k', ms=12, capsize=3)
+    _arm_ticks(ax, list(col), col)
+    ax.set_xlabel('final test accuracy (%): seeds, mean ± sd')
+
+def _plot_diffs(ax, cmp, ref, col):
+    for i, c in enumerate(cmp):
+        d = 100 * c['diff']
+        if c['lo'] is None: ax.plot(d, i, 'x', color=col[c['arm']]); continue
+        ax.errorbar(d, i, xerr=[[d - 100 * c['lo']], [100 * c['hi'] - d]], fmt='o', color=col[c['arm']], capsize=3,
+                    mfc=col[c['arm']] if c['significant'] else 'white')
+    ax.axvline(0, color='gray', lw=0.8); _arm_ticks(ax, [c['arm'] for c in cmp], col)
+    ax.set_xlabel(f'test accuracy − {ref} (points), 95% CI\nfilled: excludes 0; ×: one seed')
+
+def _plot_sharpness(ax, rows, col):
+    for a, c in col.items():
+        rs = [r for r in rows if r['arm'] == a and _is_num(r.get('hessian_top_eig'))]
+        ax.scatter([r['hessian_top_eig'] for r in rs], [100 * r['test_acc'] for r in rs], color=c, label=a, s=14)
+    ax.set_xlabel('top Hessian eigenvalue (sharpness)'); ax.set_ylabel('final test accuracy (%)')
+
+def plot_results(rows:list[dict], # the runs
+                 title:str='', # the figure's title
+                 path:str|Path|None=None, # save the figure there (PNG, written atomically)
+                 ref:str|None=None # the reference arm of the differences; `None`: the first arm
+                ):
+    "Test accuracy per epoch and per seed for each arm, differences to `ref` with 95% intervals, accuracy vs sharpness"
+    import matplotlib.pyplot as plt
+    ref = _ref(_check_rows(rows), ref)
+    col, cmp = _palette(_arms(rows)), compare(rows, ref)
+    fig = plt.figure(figsize=(12, max(7, 0.5 * len(col) + 2)), layout='constrained')
+    try:
+        axs = fig.subplots(2, 2).flat
+        _plot_curves(axs[0], rows, col); _plot_final(axs[1], rows, col); _plot_diffs(axs[2], cmp, ref, col)
+        if any(_is_num(r.get('hessian_top_eig')) for r in rows): _plot_sharpness(axs[3], rows, col)
+        else: axs[3].set_axis_off()
+        fig.suptitle(title)
+        if path is not None:
+            path = Path(path); tmp = path.with_name(path.stem + '.tmp.png')
+            fig.savefig(tmp, dpi=90, format='png'); os.replace(tmp, path)
+    finally: plt.close(fig) # closed, it is drawn only where it is a cell's value: once
     return fig
 
-
+# %% ../nbs/14_results.ipynb #c734abfd
 def show_results(out:str|Path # a run's output folder
                 ):
-    "Display a finished run's results.md and results.png (in a notebook)"
+    "Display a finished run's results.md and results.png (in a notebook), each once"
     from IPython.display import display, Markdown, Image
     out = Path(out)
-    display(Markdown((out/'results.md').read_text())); display(Image(filename=str(out/'results.png')))
+    if not (out/'results.md').exists(): raise FileNotFoundError(f"no results.md in {out}: run the recipe first")
+    display(Markdown((out/'results.md').read_text()))
+    if (out/'results.png').exists(): display(Image(filename=str(out/'results.png')))
 
 def write_results(rows:list[dict], # the runs
-                  out:Path, # the output folder
-                  title:str, # the plot's title and the table's heading
-                  paper:dict|None=None, # arm -> the source's reported accuracy (%), with key 'source'
-                  data_name:str='' # the data set the runs used
+                  out:str|Path, # the output folder (created if missing)
+                  title:str, # the plot's title and the Markdown's first (bold) line
+                  paper:dict|None=None, # arm -> the source's test accuracy (%); keys 'source' (its citation), 'epochs'
+                  data_name:str='', # the data set the runs used
+                  ref:str|None=None # the reference arm of the differences; `None`: the first arm
                  ):
     "Write results.csv, results.md and results.png into `out`, each atomically"
-    plot_results(rows, title, out/'results.png')
-    atomic_write_text(out/'results.md', f"# {title}\n\n" + results_table(rows, paper, data_name))
-    atomic_write_text(out/'results.csv', results_csv(rows))
+    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    md = f"**{title}**\n\n" + results_table(rows, paper, data_name, ref) + '\n' + summary(rows, ref) + '\n'
+    csv_text = results_csv(rows)
+    plot_results(rows, title, out/'results.png', ref)
+    atomic_write_text(out/'results.md', md)
+    atomic_write_text(out/'results.csv', csv_text)

@@ -4,8 +4,8 @@
 
 # %% ../nbs/05_sam.ipynb #b1dc0621
 from __future__ import annotations
-import math
 from contextlib import contextmanager
+from functools import partial
 import torch
 from torch import nn, Tensor
 from fastcore.basics import patch
@@ -13,31 +13,24 @@ from .core import *
 from .learner import *
 
 # %% auto #0
-__all__ = ['SAM', 'ASAM', 'frozen_bn_stats', 'SAMCB']
+__all__ = ['SAM', 'ASAM', 'frozen_bn_stats', 'SAMBaseCB', 'SAMCB']
 
 # %% ../nbs/05_sam.ipynb #c0dd1f04
-def _check_rho(rho):
-    if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not math.isfinite(rho) or rho <= 0:
-        raise ValueError(f"rho must be a finite number > 0 (the radius of the SAM neighbourhood, e.g. 0.05), got {rho!r}")
+_RHO = 'the radius of the SAM neighbourhood, e.g. 0.05'
 
 class SAM(torch.optim.Optimizer):
-    "Sharpness-Aware Minimization around `base_optimizer`: `first_step` climbs to w+ε, `second_step` restores w and steps"
-    def __new__(cls, *args, **kwargs):
-        adaptive = kwargs.get('adaptive', args[3] if len(args) > 3 else False)
-        if adaptive and cls is SAM: cls = ASAM # `SAM(..., adaptive=True)` is an ASAM (defined below)
-        return super().__new__(cls)
-
+    "Sharpness-Aware Minimization around `base_optimizer`: `first_step` climbs to w+ε, `second_step` steps from w"
     def __init__(self, params, # parameters or parameter groups, as for any optimizer
                  base_optimizer:type, # the optimizer class that makes the actual step, e.g. `torch.optim.SGD`
                  rho:float=0.05, # radius ρ of the neighbourhood (per group if groups give their own)
-                 adaptive:bool=False, # ASAM: scale the neighbourhood by |w|
+                 adaptive:bool=False, # ASAM's neighbourhood, scaled by |w| (davda54/sam's flag; per group too)
                  **kwargs # passed to `base_optimizer` (lr, momentum, weight_decay...)
                 ):
-        _check_rho(rho)
         if not (isinstance(base_optimizer, type) and issubclass(base_optimizer, torch.optim.Optimizer)):
-            raise ValueError(f"base_optimizer must be an optimizer class such as torch.optim.SGD, got {base_optimizer!r}")
+            raise ValueError(f"base_optimizer must be an optimizer class such as torch.optim.SGD, "
+                             f"got {base_optimizer!r}")
         super().__init__(params, dict(rho=rho, adaptive=adaptive, **kwargs))
-        for g in self.param_groups: _check_rho(g['rho'])
+        for g in self.param_groups: check_num(g['rho'], 'rho', 0, lo_open=True, hint=_RHO)
         self.base_optimizer = base_optimizer(self.param_groups, **kwargs)
         self.param_groups = self.base_optimizer.param_groups
         self.defaults.update(self.base_optimizer.defaults)
@@ -50,8 +43,8 @@ class SAM(torch.optim.Optimizer):
 @patch
 @torch.no_grad()
 def _precondition(self:SAM, group:dict, params:list[Tensor], ts:list[Tensor]) -> list[Tensor]:
-    "T·ts, the preconditioner of the ascent direction: the identity for SAM"
-    return ts
+    "T·ts, the preconditioner of the ascent direction: the identity (SAM), or |w| ⊙ ts in an `adaptive` group (ASAM)"
+    return torch._foreach_mul(ts, torch._foreach_abs(params)) if group['adaptive'] else ts
 
 @patch
 @torch.no_grad()
@@ -66,7 +59,7 @@ def first_step(self:SAM, zero_grad:bool=False # clear the gradients afterwards, 
     if groups:
         tg = [self._precondition(g, gp, [p.grad for p in gp]) for g, gp in groups] # T g
         norms = [n for t in tg for n in torch._foreach_norm(t)]
-        dt = torch.float64 if any(n.dtype == torch.float64 for n in norms) else torch.float32 # bf16/fp16 weights: fp32 norm
+        dt = torch.float64 if any(n.dtype == torch.float64 for n in norms) else torch.float32 # bf16/fp16: fp32
         norm = torch.linalg.vector_norm(torch.stack([n.to(norms[0].device, dt) for n in norms]))
         ok = torch.isfinite(norm)
         for (g, gp), t in zip(groups, tg):
@@ -94,14 +87,18 @@ def second_step(self:SAM, zero_grad:bool=False # clear the gradients afterwards
     if zero_grad: self.zero_grad()
 
 @patch
-def step(self:SAM, closure # recomputes forward and backward at the current weights, e.g. `lambda: loss_fn(model(x), y).backward()`
+def step(self:SAM, closure, # forward and backward at the current weights, e.g. `lambda: loss(model(x), y).backward()`
+         before_step=None # called at w, with the gradient of w+ε in `.grad`, right before the base step
         ):
     "A whole SAM step; the gradient at w must already be in `.grad` (as in davda54/sam). Returns the closure's value"
-    if closure is None: raise ValueError("SAM.step needs a closure that recomputes the loss and its gradient; or call first_step / second_step")
+    if closure is None:
+        raise ValueError("SAM.step needs a closure that recomputes the loss and its gradient; "
+                         "or call first_step / second_step")
     self.first_step(zero_grad=True)
     try:
         with torch.enable_grad(): out = closure()
-    except BaseException: self.restore(); raise
+    finally: self.restore()
+    if before_step is not None: before_step()
     self.second_step()
     return out
 
@@ -115,12 +112,12 @@ def load_state_dict(self:SAM, state_dict:dict):
 
 # %% ../nbs/05_sam.ipynb #35338987
 class ASAM(SAM):
-    "Adaptive SAM: the neighbourhood scaled by |w|, ε = ρ |w|² g / ‖ |w| g ‖"
-    def __init__(self, params, base_optimizer:type, rho:float=0.5, adaptive:bool=True, **kwargs):
-        super().__init__(params, base_optimizer, rho=rho, adaptive=True, **kwargs)
-
-    @torch.no_grad()
-    def _precondition(self, group, params, ts): return torch._foreach_mul(ts, torch._foreach_abs(params)) # |w| ⊙ ts
+    "Adaptive SAM (Kwon et al. 2021): SAM with T = |w| in every group, ε = ρ |w|² g / ‖ |w| g ‖"
+    def __init__(self, params, # parameters or parameter groups, as for any optimizer
+                 base_optimizer:type, # the optimizer class that makes the actual step, e.g. `torch.optim.SGD`
+                 rho:float=0.5, # radius ρ of the neighbourhood relative to |w| (10× SAM's; per group too)
+                 **kwargs # passed to `base_optimizer` (lr, momentum, weight_decay...)
+                ): super().__init__(params, base_optimizer, rho, adaptive=True, **kwargs)
 
 # %% ../nbs/05_sam.ipynb #5271cfdf
 @contextmanager
@@ -135,30 +132,40 @@ def frozen_bn_stats(model:nn.Module # the network whose BatchNorm running statis
         if bufs: torch._foreach_copy_(bufs, saved)
 
 # %% ../nbs/05_sam.ipynb #46bac4ca
-class SAMCB(Callback):
-    "Run the Learner's step as SAM/ASAM: first_step, a second forward/backward with frozen BN statistics, second_step"
+class SAMBaseCB(Callback):
+    "What the SAM-family callbacks share: the optimizer as a `SAM`, the sync of the first pass, the update around w+ε"
     order = -30 # wrap the optimizer before OneCycle (-20) attaches its schedule and Checkpoint (100) loads its state
-    def __init__(self, rho:float|None=None, # wrap the Learner's optimizer in a SAM with this ρ; `None`: it must already be a `SAM`
-                 adaptive:bool=False, # with `rho`: make it an ASAM
-                 sync:bool=True # under torch.distributed: all-reduce the first-pass gradient (one ε for all); False: each rank its own ε (m-sharpness)
+    def __init__(self, rho:float|None=None, # wrap the Learner's optimizer in a SAM with this ρ; `None`: it is one
+                 adaptive:bool=False, # with `rho`: ASAM's neighbourhood (a SAM with `adaptive=True`)
+                 sync:bool=True # under torch.distributed: all-reduce the first-pass gradient (one ε for all);
+                                # False: each rank its own ε (m-sharpness)
                 ):
-        if rho is not None: _check_rho(rho)
-        self.rho, self.adaptive, self.sync, self._no_sync = rho, adaptive, sync, None
-    def before_batch(self, learn):
-        if learn.training and not self.sync and learn.ddp is not None:   # DDP decides at forward time whether backward syncs
-            self._no_sync = learn.ddp.no_sync(); self._no_sync.__enter__()
+        self.rho = check_num(rho, 'rho', 0, lo_open=True, optional=True, hint=_RHO)
+        self.adaptive, self.sync, self._no_sync = adaptive, sync, None
+
     def before_fit(self, learn):
         o = learn.opt
         if isinstance(o, SAM): return
         if self.rho is None:
-            raise ValueError(f"SAMCB needs the Learner's optimizer to be a SAM (got {type(o).__name__}); "
-                             "pass opt=partial(SAM, base_optimizer=..., rho=...) to the Learner, or give SAMCB a rho")
+            raise ValueError(f"{type(self).__name__} needs the Learner's optimizer to be a SAM "
+                             f"(got {type(o).__name__}); pass opt=partial(SAM, base_optimizer=..., rho=...) "
+                             "to the Learner, or give the callback a rho")
         learn.opt = SAM(o.param_groups, type(o), rho=self.rho, adaptive=self.adaptive, **o.defaults)
-    def step(self, learn):
-        opt = learn.opt
-        if self._no_sync is not None: self._no_sync.__exit__(None, None, None); self._no_sync = None   # the second pass syncs
-        opt.first_step(zero_grad=True)
-        try:
-            with frozen_bn_stats(learn.model): learn.closure()
-        except BaseException: opt.restore(); raise
-        opt.second_step()
+
+    def before_batch(self, learn):
+        if learn.training and not self.sync and learn.ddp is not None: # DDP decides at forward time if backward syncs
+            self._no_sync = learn.ddp.no_sync(); self._no_sync.__enter__()
+
+    def sam_update(self, learn, second_pass # computes the gradient at the current weights, e.g. `learn.closure`
+                  ):
+        "From the gradient at w in `.grad`: `second_pass()` at w+ε (frozen BN statistics), `before_step`, step at w"
+        if self._no_sync is not None: # the second pass syncs
+            self._no_sync.__exit__(None, None, None); self._no_sync = None
+        def at_perturbed():
+            with frozen_bn_stats(learn.model): return second_pass()
+        return learn.opt.step(at_perturbed, before_step=partial(learn, 'before_step'))
+
+# %% ../nbs/05_sam.ipynb #5a1c0e11
+class SAMCB(SAMBaseCB):
+    "The Learner's step as SAM/ASAM: forward/backward again at w+ε with frozen BN statistics, then the base step at w"
+    def step(self, learn): self.sam_update(learn, learn.closure)

@@ -1,5 +1,5 @@
 "Cross-cutting and failure tests of flatnb.flatness: exact Hessians, closed-form sharpness, restoration of the model"
-import copy, math
+import copy, json, math, os, subprocess, sys
 import numpy as np
 import pytest
 import torch
@@ -290,3 +290,41 @@ def test_cuda_model_with_cpu_data():
     assert gpu == pytest.approx(cpu, rel=1e-8)
     d = random_direction(m)
     assert all(t.is_cuda for t in d.values())
+
+# ---------------------------------------------------------------- memory: bounded by the chunk size, not the subset
+
+PEAK_RSS = r'''
+import json, re, sys, torch
+from torch import nn
+from flatnb.core import cross_entropy
+from flatnb.flatness import hessian_top_eig, eps_sharpness
+torch.set_num_threads(1); torch.manual_seed(0)
+C = 8
+m = nn.Sequential(*[mod for i in range(3) for mod in (nn.Conv2d(3 if i == 0 else C, C, 3, padding=1), nn.BatchNorm2d(C), nn.Tanh())],
+                  nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(C, 10))
+x, y = torch.randn(256, 3, 32, 32), torch.randint(0, 10, (256,))
+f = dict(hessian_top_eig=lambda bs: hessian_top_eig(m, cross_entropy, (x, y), n_iter=2, tol=0., n_examples=None, bs=bs),
+         eps_sharpness=lambda bs: eps_sharpness(m, cross_entropy, (x, y), n_steps=1, n_examples=None, bs=bs))[sys.argv[1]]
+def peak(): # VmHWM: the peak resident set of this process image (ru_maxrss would carry the parent's peak over exec)
+    return int(re.search(r'VmHWM:\s*(\d+) kB', open('/proc/self/status').read()).group(1)) / 1024
+base = peak()
+out = {}
+for bs in (32, 256): # the small chunks first: the peak only grows, so the second reading is that of bs = n
+    value = f(bs)
+    out[bs] = dict(value=value, mib=peak() - base)
+print(json.dumps(out))
+'''
+
+@pytest.mark.skipif(not os.path.exists('/proc/self/status'), reason='reads the peak RSS from /proc (Linux)')
+@pytest.mark.parametrize('fn', ['hessian_top_eig', 'eps_sharpness'])
+def test_peak_memory_bounded_by_chunk(fn):
+    "Peak RSS over the process's baseline, 256 CIFAR-sized images through a 3-conv BatchNorm net: chunks of 32 vs one of 256"
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    r = subprocess.run([sys.executable, '-c', PEAK_RSS, fn], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    small, full = out['32'], out['256']
+    print(f"{fn}: peak RSS increase {small['mib']:.0f} MiB with bs=32, {full['mib']:.0f} MiB with bs=256")
+    assert small['value'] == pytest.approx(full['value'], rel=1e-4)
+    assert full['mib'] > 100 # the one-batch graph is large enough to measure (about 370 / 130 MiB)
+    assert small['mib'] < 0.4 * full['mib'], out

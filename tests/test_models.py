@@ -134,3 +134,16 @@ def test_se_surgery():
     assert m(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     with pytest.raises(ValueError, match='latent_channels'): squeeze_excite(m, latent_channels=-1)
     with pytest.raises(ValueError, match='min_channels'): squeeze_excite(m, min_channels=0)
+
+# ---- the registry ----
+
+def test_registry_one_signature():
+    "Every entry takes (num_classes, in_channels) by keyword, simple_cnn of the Learner included"
+    import inspect
+    from flatnb.learner import simple_cnn
+    assert MODELS['simple_cnn'] is simple_cnn
+    for name, f in MODELS.items(): inspect.signature(f).bind(num_classes=4, in_channels=2)
+    m = get_model('simple_cnn', 4, 2, widths=(4, 8))
+    assert m(torch.randn(3, 2, 16, 16)).shape == (3, 4) and count(m) == count(simple_cnn(4, 2, (4, 8)))
+    assert get_model('mnist_5k')[0][0].in_channels == 1 and get_model('cifar_143k')[0][0].in_channels == 3
+    with pytest.raises(ValueError, match="unknown model 'vgg'; choose from simple_cnn, mnist_25k"): get_model('vgg')
