@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_distance.ipynb #2153d768
 from __future__ import annotations
-import math
+import copy
 from typing import Sequence
 import torch
 from torch import Tensor
@@ -18,21 +18,17 @@ __all__ = ['rbf_penalty', 'add_rbf_grad_', 'RBFDistance', 'SnapshotEnsemble']
 def _sigmas(sigma, n:int) -> list[float]:
     "`sigma` as one validated float per checkpoint"
     seq = sigma if isinstance(sigma, (list, tuple)) else [sigma] * n
-    if len(seq) != n: raise ValueError(f"sigma has {len(seq)} values for {n} checkpoints; give one number or one per checkpoint")
-    out = []
-    for s in seq:
-        if isinstance(s, Tensor) and s.numel() == 1: s = s.item()
-        if isinstance(s, bool) or not isinstance(s, (int, float)) or not (math.isfinite(s) and s > 0):
-            raise ValueError(f"sigma must be a finite number > 0 (the width of the kernel), got {s!r}")
-        out.append(float(s))
-    return out
+    if len(seq) != n:
+        raise ValueError(f"sigma has {len(seq)} values for {n} checkpoints; give one number or one per checkpoint")
+    num = lambda s: s.item() if isinstance(s, Tensor) and s.numel() == 1 else s
+    return [float(check_num(num(s), 'sigma', 0, lo_open=True, hint='the width of the kernel')) for s in seq]
 
 def _check(params:list, checkpoints, sigma, strength) -> list[float]:
     "Validate the arguments of the penalty; return one σ per checkpoint"
-    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not (math.isfinite(strength) and strength >= 0):
-        raise ValueError(f"strength must be a finite number >= 0 (s of eq. 2.9; 0 turns the penalty off), got {strength!r}")
+    check_num(strength, 'strength', 0, hint='s of eq. 2.9; 0 turns the penalty off')
     if not isinstance(checkpoints, (list, tuple)) or len(checkpoints) == 0:
-        raise ValueError("checkpoints must be a non-empty list of checkpoints, each a list of tensors shaped like params")
+        raise ValueError("checkpoints must be a non-empty list of checkpoints, "
+                         "each a list of tensors shaped like params")
     if len(params) == 0: raise ValueError("params is empty")
     for j, ck in enumerate(checkpoints):
         if not isinstance(ck, (list, tuple)) or len(ck) != len(params):
@@ -40,7 +36,8 @@ def _check(params:list, checkpoints, sigma, strength) -> list[float]:
                              f"got {len(ck) if isinstance(ck, (list, tuple)) else type(ck).__name__}")
         for i, (p, c) in enumerate(zip(params, ck)):
             if not isinstance(c, Tensor) or c.shape != p.shape:
-                raise ValueError(f"checkpoint {j}, tensor {i}: shape {getattr(c, 'shape', type(c).__name__)} does not match the parameter's {tuple(p.shape)}")
+                raise ValueError(f"checkpoint {j}, tensor {i}: shape {getattr(c, 'shape', type(c).__name__)} "
+                                 f"does not match the parameter's {tuple(p.shape)}")
     return _sigmas(sigma, len(checkpoints))
 
 # %% ../nbs/08_distance.ipynb #f628d5ef
@@ -85,51 +82,43 @@ def add_rbf_grad_(params, # the parameters θ; their `.grad` is updated in place
     return _add_rbf_grad(params, [[c.detach() for c in ck] for ck in checkpoints], sigmas, float(strength))
 
 # %% ../nbs/08_distance.ipynb #88f377c4
-def _epoch_count(v, n_epochs:int, name:str) -> int:
-    "A number of epochs given as an int >= 1 or as a fraction in (0, 1) of `n_epochs`"
-    if isinstance(v, bool) or not isinstance(v, (int, float)): raise ValueError(f"{name} must be an int >= 1 or a fraction in (0, 1), got {v!r}")
-    if isinstance(v, float):
-        if not 0 < v < 1: raise ValueError(f"{name} as a fraction of the epochs must be in (0, 1), got {v}")
-        return max(1, round(v * n_epochs))
-    if v < 1: raise ValueError(f"{name} must be an int >= 1 or a fraction in (0, 1), got {v}")
-    return v
-
 def _dist(a:list[Tensor], b:list[Tensor]) -> Tensor:
     "‖a-b‖ over all tensors of two lists, as a 0-d tensor"
     return torch.stack(torch._foreach_norm(torch._foreach_sub(a, b))).square().sum().sqrt()
 
 class RBFDistance(Callback):
-    "Algorithm 3 of `002`: after `start` epochs take checkpoints and add the gradient of s·Σ_c exp(-‖θ-θ_c‖²/2σ_c²) after each backward"
+    "Algorithm 3 of `002`: take checkpoints after `start` epochs; add ∇ s·Σ_c exp(-‖θ-θ_c‖²/2σ_c²) to every descent"
     order = 0
     def __init__(self, strength:float=1.0, # s >= 0 of eq. 2.9
-                 sigma:float|None=None, # a fixed kernel width σ > 0; `None`: scale-aware σ_c = sigma_scale·(distance travelled in the epoch before checkpoint c)
-                 sigma_scale:float=1.0, # κ of the scale-aware σ
-                 start:int|float=0.5, # epochs of plain training before the first checkpoint: an int >= 1, or a fraction in (0, 1) of the fit
-                 every:int|None=None, # then one more checkpoint every `every` epochs; `None`: a single checkpoint (Algorithm 3)
-                 at:Sequence[int]|None=None, # instead of `start`/`every`: the epoch counts after which to take checkpoints
+                 sigma:float|None=None, # a fixed kernel width σ > 0; `None`: the scale-aware σ_c below
+                 sigma_scale:float=1.0, # κ of the scale-aware σ_c = κ·(distance travelled in the epoch before)
+                 start:int|float=0.5, # epochs before the first checkpoint: an int, or a fraction in (0, 1) of the fit
+                 every:int|None=None, # then one more checkpoint every `every` epochs; `None`: one (Algorithm 3)
+                 at:Sequence[int]|None=None, # instead of `start`/`every`: the epoch counts after which to checkpoint
                  keep:int=3 # how many of the newest checkpoints to keep
                 ):
         if sigma is not None: _sigmas(sigma, 1)
-        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not (math.isfinite(strength) and strength >= 0):
-            raise ValueError(f"strength must be a finite number >= 0, got {strength!r}")
-        if not (isinstance(sigma_scale, (int, float)) and math.isfinite(sigma_scale) and sigma_scale > 0):
-            raise ValueError(f"sigma_scale must be a finite number > 0, got {sigma_scale!r}")
-        _epoch_count(start, 100, 'start')
-        if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1): raise ValueError(f"every must be an int >= 1 or None, got {every!r}")
-        if at is not None and (len(at) == 0 or any(isinstance(e, bool) or not isinstance(e, int) or e < 1 for e in at)):
-            raise ValueError(f"at must be a non-empty list of epoch counts >= 1, got {at!r}")
-        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1: raise ValueError(f"keep must be an int >= 1, got {keep!r}")
-        self.strength, self.sigma, self.sigma_scale = float(strength), sigma, float(sigma_scale)
-        self.start, self.every, self.at, self.keep = start, every, at, keep
+        self.strength = float(check_num(strength, 'strength', 0, hint='s of eq. 2.9; 0 turns the penalty off'))
+        self.sigma_scale = float(check_num(sigma_scale, 'sigma_scale', 0, lo_open=True))
+        epoch_count(start, 100, 'start')
+        check_num(every, 'every', 1, integer=True, optional=True, hint='epochs between checkpoints')
+        if at is not None:
+            if len(at) == 0: raise ValueError("at must be a non-empty list of epoch counts >= 1, got []")
+            for e in at: check_num(e, 'each epoch count of at', 1, integer=True)
+        check_num(keep, 'keep', 1, integer=True, hint='checkpoints kept')
+        self.sigma, self.start, self.every, self.at, self.keep = sigma, start, every, at, keep
         self.checkpoints, self.sigmas, self.log = [], [], []
 
     def checkpoint_epochs(self, n_epochs:int) -> list[int]:
         "The epoch counts (1-based: after that many epochs) at which checkpoints are taken in a fit of `n_epochs`"
         if self.at is not None:
-            if max(self.at) >= n_epochs: raise ValueError(f"at={list(self.at)}: a checkpoint must come before the last of the {n_epochs} epochs")
+            if max(self.at) >= n_epochs:
+                raise ValueError(f"at={list(self.at)}: a checkpoint must come before the last of the {n_epochs} epochs")
             return sorted(set(self.at))
-        s = _epoch_count(self.start, n_epochs, 'start')
-        if s >= n_epochs: raise ValueError(f"start={self.start} leaves no epoch to train with the penalty in a fit of {n_epochs} epochs")
+        s = epoch_count(self.start, n_epochs, 'start')
+        if s >= n_epochs:
+            raise ValueError(f"start={self.start} leaves no epoch to train with the penalty "
+                             f"in a fit of {n_epochs} epochs")
         return list(range(s, n_epochs, self.every)) if self.every else [s]
 
     def before_fit(self, learn):
@@ -142,7 +131,7 @@ class RBFDistance(Callback):
         if self.sigma is None and learn.epoch + 1 in self.when:
             self.prev = [p.detach().clone() for p in self.params]   # θ_{e-1}, for the scale-aware σ
 
-    def after_backward(self, learn):
+    def before_step(self, learn):
         if not self.checkpoints or self.strength == 0: return
         self.pen += _add_rbf_grad(self.params, self.checkpoints, self.sigmas, self.strength)
         self.n += 1
@@ -166,19 +155,19 @@ class RBFDistance(Callback):
 
 # %% ../nbs/08_distance.ipynb #7f3e3a9a
 class SnapshotEnsemble(Callback):
-    "Snapshot ensemble (Huang et al. 2017): keep the weights at the end of each LR cycle; evaluate the mean of their softmax in the last epoch"
+    "Snapshot ensemble (Huang et al. 2017): the weights at each LR cycle's end; their mean softmax in the last epoch"
     order = -5 # after MetricsCB (-10) has written the test metrics of the last epoch, which it replaces
     def __init__(self, cycles:int=4, # LR cycles in the fit (as given to `cosine_restarts`); a snapshot ends each
                  keep:int|None=None # ensemble the last `keep` snapshots; `None`: all
                 ):
-        if cycles < 1: raise ValueError(f"cycles must be >= 1, got {cycles}")
-        if keep is not None and keep < 1: raise ValueError(f"keep must be >= 1 or None, got {keep}")
-        self.cycles, self.keep, self.snapshots = cycles, keep, []
+        self.cycles = check_num(cycles, 'cycles', 1, integer=True)
+        self.keep, self.snapshots = check_num(keep, 'keep', 1, integer=True, optional=True), []
     def snapshot_epochs(self, n_epochs:int) -> list[int]:
         "The epochs (0-based) after whose training pass a snapshot is taken"
         return [round((k + 1) * n_epochs / self.cycles) - 1 for k in range(self.cycles)]
     def before_fit(self, learn):
-        if self.cycles > learn.n_epochs: raise ValueError(f"{self.cycles} cycles need at least as many epochs, got {learn.n_epochs}")
+        if self.cycles > learn.n_epochs:
+            raise ValueError(f"{self.cycles} cycles need at least as many epochs, got {learn.n_epochs}")
         self.snapshots = []
     def after_train(self, learn):
         if learn.epoch in self.snapshot_epochs(learn.n_epochs):
@@ -190,7 +179,6 @@ class SnapshotEnsemble(Callback):
         r['gap'] = r['test_acc'] - r['train_acc']
     def evaluate(self, learn) -> tuple[float, float]:
         "Loss and accuracy on the test set of the mean softmax of the snapshots"
-        import copy
         snaps = self.snapshots[-self.keep:] if self.keep else self.snapshots
         net = copy.deepcopy(learn.model).eval()
         nll, correct, n = (torch.zeros((), device=learn.device) for _ in range(3))
@@ -201,7 +189,8 @@ class SnapshotEnsemble(Callback):
                 for sd in snaps:
                     net.load_state_dict(sd)
                     with learn.autocast(): p = p + net(xb).float().softmax(-1) / len(snaps)
-                nll += -p.gather(1, yb[:, None]).clamp_min(1e-12).log().sum(); correct += (p.argmax(-1) == yb).sum(); n += len(yb)
+                nll += -p.gather(1, yb[:, None]).clamp_min(1e-12).log().sum()
+                correct += (p.argmax(-1) == yb).sum(); n += len(yb)
         all_reduce_sum_(nll, correct, n)
         return (nll / n).item(), (correct / n).item()
     def state_dict(self): return dict(snapshots=self.snapshots)

@@ -13,11 +13,11 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 from .core import *
 from .learner import *
-from .sam import SAM, SAMCB, frozen_bn_stats
+from .sam import SAM, SAMBaseCB
 from .mixup import mixup_batch, mix_loss, EpochRNG, MixUp
 
 # %% auto #0
-__all__ = ['GMIX_MODES', 'GMixOut', 'GMixStep', 'gmix_step', 'BGMixStep', 'DGMixStep', 'GMix']
+__all__ = ['GMIX_MODES', 'GMixOut', 'GMixStep', 'gmix_step', 'GMix', 'BGMixStep', 'DGMixStep']
 
 # %% ../nbs/07_gmix.ipynb #d6c12e09
 @dataclass
@@ -32,41 +32,52 @@ class GMixOut:
 
 class GMixStep:
     "G-Mix: SAM on a Mixup batch; the descent uses the gradient at w+ε of the mean loss of the whole batch"
-    def __init__(self, ratio:float=0.5, dg_weight:float=1.0): self.ratio, self.dg_weight = ratio, dg_weight
+    def __init__(self, ratio:float=0.5, # fraction in (0, 1] of the batch in the sensitive subset S
+                 alpha:float=1.0, # λ ~ Beta(α, α) when λ is drawn
+                 dg_weight:float=1.0 # DG-Mix: weight β >= 0 of the orthogonal component
+                ):
+        self.ratio = check_num(ratio, 'ratio', 0, 1, lo_open=True, hint='the fraction of the batch kept as sensitive')
+        self.alpha = check_num(alpha, 'alpha', 0, lo_open=True, hint='λ ~ Beta(α, α)')
+        self.dg_weight = check_num(dg_weight, 'dg_weight', 0, hint='β, the weight of the orthogonal component')
 
-    def losses(self, model, xm, ya, yb, lam, loss_func, autocast, idx=None):
+    def losses(self, model, xm, ya, yb, lam, loss_func, autocast, idx=None) -> tuple[Tensor, Tensor]:
         "Outputs and per-example mixed losses ℓ_i at the current weights, of the whole batch or of the examples `idx`"
         if idx is not None: xm, ya, yb = xm[idx], ya[idx], yb[idx]
         with autocast():
             preds = model(xm)
-            return preds, mix_loss(loss_func, preds, ya, yb, lam, reduction='none').float()
+            return preds, mix_loss(loss_func, preds, ya, yb, lam, reduction='none')
 
-    def select(self, sens:Tensor) -> Tensor:
-        "Indices of S: the k = ⌈ratio·B⌉ examples with the largest sensitivity"
-        k = min(len(sens), max(1, math.ceil(self.ratio * len(sens) - 1e-9))) # (the 1e-9 absorbs 0.3·10 = 3.0000000000000004)
-        return sens.topk(k).indices
+    def n_sensitive(self, n:int) -> int:
+        "k = ⌈ratio·n⌉, the size of S in a batch of n (the 1e-9 absorbs 0.3·10 = 3.0000000000000004)"
+        return min(n, max(1, math.ceil(self.ratio * n - 1e-9)))
 
-    def descent(self, L, l0:Tensor, params:list[Tensor]) -> tuple[Tensor, Tensor]:
-        "At w+ε: put the descent direction into `.grad`; return (sensitivity, indices of S). G-Mix: the whole batch"
-        _, l1 = L()
-        l1.mean().backward()
-        sens = l1.detach() - l0
-        return sens, self.select(sens)
+    def select(self, s:Tensor) -> Tensor:
+        "Indices of S: the k examples with the largest sensitivity"
+        return s.topk(self.n_sensitive(len(s))).indices
 
-    def __call__(self, model, opt, x, y, loss_func, lam, perm, autocast) -> GMixOut:
-        xm, ya, yb = mixup_batch(x, y, lam, perm)                                     # 1. mix
-        L = partial(self.losses, model, xm, ya, yb, lam, loss_func, autocast)
-        preds, l0 = L()
+    def descent(self, ell, # ℓ(idx=None) -> (outputs, per-example losses ℓ_i) at the current weights
+                ell_w:Tensor, # (B,) ℓ_i(w), detached
+                params:list[Tensor] # the parameters that get a gradient
+               ) -> tuple[Tensor, Tensor]:
+        "At w+ε: put the descent direction d into `.grad`; return (s, S). G-Mix: d = ∇ of the mean ℓ_i over the batch"
+        _, ell_eps = ell()
+        ell_eps.mean().backward()
+        s = ell_eps.detach() - ell_w
+        return s, self.select(s)
+
+    def __call__(self, model, opt, x, y, loss_func, lam, perm, autocast,
+                 update # `update(second_pass)`: the SAM update around the second pass (`SAM.step`)
+                ) -> GMixOut:
+        xm, ya, yb = mixup_batch(x, y, lam, perm)                                 # 1. mix
+        ell = partial(self.losses, model, xm, ya, yb, lam, loss_func, autocast)
+        preds, ell_w = ell()
         opt.zero_grad(set_to_none=True)
-        l0.mean().backward()
-        opt.first_step(zero_grad=True)                                                 # 2. ascend to w+ε
+        ell_w.mean().backward()
         params = [p for g in opt.param_groups for p in g['params'] if p.requires_grad]
-        try:
-            with frozen_bn_stats(model): sens, s_idx = self.descent(L, l0.detach(), params) # 3-4. sensitivity, direction
-        except BaseException: opt.restore(); raise
-        opt.second_step(zero_grad=True)                                                # 5. back to w, base step
-        selected = torch.zeros(len(x), dtype=torch.bool, device=x.device); selected[s_idx] = True
-        return GMixOut(l0.detach().mean(), sens, selected, preds.detach(), lam, perm)
+        s, S = update(lambda: self.descent(ell, ell_w.detach(), params))          # 2. ascend, 3-4. s, S and d at w+ε,
+        opt.zero_grad(set_to_none=True)                                           # 5. back to w, base step
+        selected = torch.zeros(len(x), dtype=torch.bool, device=x.device); selected[S] = True
+        return GMixOut(ell_w.detach().mean(), s, selected, preds.detach(), lam, perm)
 
 # %% ../nbs/07_gmix.ipynb #864e2840
 GMIX_MODES = {'g': GMixStep} # BG-Mix and DG-Mix are added below
@@ -82,62 +93,23 @@ def gmix_step(model:nn.Module, # the network (in training mode)
               lam:float|None=None, # the mixing weight; `None` draws one
               perm:Tensor|None=None, # the partner permutation; `None` draws one
               dg_weight:float=1.0, # DG-Mix: weight β of the orthogonal component
-              autocast=None # a function returning the context of the forward passes (e.g. `learn.autocast`)
+              autocast=None, # a function returning the context of the forward passes (e.g. `learn.autocast`)
+              before_step=None # called at w with the descent direction in `.grad`, right before the base step
              ) -> GMixOut:
     "One G-Mix / BG-Mix / DG-Mix step on the batch (x, y): mix, SAM ascent, sensitivity split, descent, base step"
-    if mode not in GMIX_MODES: raise ValueError(f"mode must be one of {sorted(GMIX_MODES)}, got {mode!r}")
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
-        raise ValueError(f"ratio must be in (0, 1] (the fraction of the batch kept as sensitive), got {ratio!r}")
-    if not isinstance(opt, SAM): raise ValueError(f"opt must be a flatnb.sam.SAM around the base optimizer, got {type(opt).__name__}")
-    if isinstance(dg_weight, bool) or not isinstance(dg_weight, (int, float)) or not math.isfinite(dg_weight) or dg_weight < 0:
-        raise ValueError(f"dg_weight must be a finite number >= 0, got {dg_weight!r}")
-    if len(x) < 2 or len(y) != len(x): raise ValueError(f"need a batch of at least 2 examples with one target each, got {len(x)} inputs and {len(y)} targets")
-    if lam is None:
-        if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0): raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
-        lam = float(torch.distributions.Beta(float(alpha), float(alpha)).sample())
+    step = GMIX_MODES[check_choice(mode, 'mode', GMIX_MODES)](ratio, alpha, dg_weight)
+    if not isinstance(opt, SAM):
+        raise ValueError(f"opt must be a flatnb.sam.SAM around the base optimizer, got {type(opt).__name__}")
+    if len(x) < 2 or len(y) != len(x):
+        raise ValueError(f"need a batch of at least 2 examples with one target each, "
+                         f"got {len(x)} inputs and {len(y)} targets")
+    if lam is None: lam = float(torch.distributions.Beta(float(step.alpha), float(step.alpha)).sample())
     if perm is None: perm = torch.randperm(len(x), device=x.device)
-    step = GMIX_MODES[mode](ratio=ratio, dg_weight=dg_weight)
-    return step(model, opt, x, y, loss_func, lam, perm, autocast or nullcontext)
-
-# %% ../nbs/07_gmix.ipynb #5a15a6c7
-class BGMixStep(GMixStep):
-    "Binary G-Mix: sensitivities from a no-grad forward at w+ε, then descend on the mean loss of S only"
-    def descent(self, L, l0, params):
-        with torch.no_grad(): _, l1 = L()
-        sens = l1 - l0
-        s_idx = self.select(sens)
-        _, ls = L(idx=s_idx)
-        ls.mean().backward()
-        return sens, s_idx
-GMIX_MODES['bg'] = BGMixStep
-
-# %% ../nbs/07_gmix.ipynb #cdcf179e
-def _dot(a:list[Tensor], b:list[Tensor]) -> Tensor:
-    "⟨a, b⟩ over whole lists of tensors"
-    return torch.cat([t.reshape(-1) for t in torch._foreach_mul(a, b)]).float().sum()
-
-class DGMixStep(GMixStep):
-    "Decomposed G-Mix: descend on g_S + β·(g_L − ⟨g_L, g_S⟩/‖g_S‖²·g_S)"
-    def descent(self, L, l0, params):
-        _, l1 = L()
-        sens = l1.detach() - l0
-        s_idx = self.select(sens)
-        mask = torch.ones_like(sens, dtype=torch.bool); mask[s_idx] = False
-        grad = lambda loss, keep: [torch.zeros_like(p) if t is None else t for p, t in
-                                   zip(params, torch.autograd.grad(loss, params, retain_graph=keep, allow_unused=True))]
-        if not mask.any(): d = grad(l1.mean(), False) # ratio 1: L is empty, DG-Mix is G-Mix
-        else:
-            gs, gl = grad(l1[s_idx].mean(), True), grad(l1[mask].mean(), False)
-            ss = _dot(gs, gs)
-            c = torch.where(ss > 0, _dot(gl, gs) / ss.clamp_min(1e-30), torch.zeros_like(ss))
-            d = torch._foreach_mul(gs, 1 - self.dg_weight * c)  # g_S − β c g_S
-            torch._foreach_add_(d, gl, alpha=self.dg_weight)    #       + β g_L
-        for p, t in zip(params, d): p.grad = t
-        return sens, s_idx
-GMIX_MODES['dg'] = DGMixStep
+    update = partial(opt.step, model=model, before_step=before_step)
+    return step(model, opt, x, y, loss_func, lam, perm, autocast or nullcontext, update)
 
 # %% ../nbs/07_gmix.ipynb #0d30ab71
-class GMix(SAMCB):
+class GMix(SAMBaseCB):
     "G-Mix / BG-Mix / DG-Mix as the Learner's train step (Mixup + SAM + sensitivity split)"
     def __init__(self, mode:str='g', # 'g', 'bg' or 'dg'
                  ratio:float=0.5, # fraction of each batch in the sensitive subset S
@@ -148,18 +120,63 @@ class GMix(SAMCB):
                  seed:int=0 # seed of λ and of the permutations (reseeded per epoch)
                 ):
         super().__init__(rho, adaptive)
-        if mode not in GMIX_MODES: raise ValueError(f"mode must be one of {sorted(GMIX_MODES)}, got {mode!r}")
-        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1: raise ValueError(f"ratio must be in (0, 1], got {ratio!r}")
-        if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0): raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
-        self.mode, self.ratio, self.alpha, self.dg_weight, self.rng, self.out = mode, ratio, alpha, dg_weight, EpochRNG(seed, salt=3), None
-    step = None # G-Mix replaces the whole train_step, not just SAM's step
+        self.mode = check_choice(mode, 'mode', GMIX_MODES)
+        self.gmix = GMIX_MODES[mode](ratio, alpha, dg_weight)   # the step; it validates ratio, alpha and dg_weight
+        self.rng, self.out = EpochRNG(seed, salt=3), None
     def before_fit(self, learn):
         if learn.cb(MixUp) is not None: raise ValueError("GMix mixes the batches itself; remove the MixUp callback")
         super().before_fit(learn)
     def before_epoch(self, learn): self.rng.reset(learn.epoch, learn.device)
     def train_step(self, learn):
-        lam, perm = self.rng.beta(self.alpha), self.rng.perm(len(learn.xb))
-        self.out = gmix_step(learn.fwd, learn.opt, learn.xb, learn.yb, loss_func=learn.loss_func, mode=self.mode, ratio=self.ratio,
-                             lam=lam, perm=perm, dg_weight=self.dg_weight, autocast=learn.autocast)
+        lam, perm = self.rng.beta(self.gmix.alpha), self.rng.perm(len(learn.xb))
+        self.out = self.gmix(learn.fwd, learn.opt, learn.xb, learn.yb, learn.loss_func, lam, perm, learn.autocast,
+                             update=partial(self.sam_update, learn))
         learn.preds, learn.loss = self.out.preds, self.out.loss
         learn('after_step')
+
+# %% ../nbs/07_gmix.ipynb #5a15a6c7
+class BGMixStep(GMixStep):
+    "Binary G-Mix: sensitivities from a no-grad forward at w+ε, then descend on the mean loss of S only"
+    def descent(self, ell, ell_w, params):
+        with torch.no_grad(): _, ell_eps = ell()
+        s = ell_eps - ell_w
+        S = self.select(s)
+        _, ell_S = ell(idx=S)
+        ell_S.mean().backward()
+        return s, S
+GMIX_MODES['bg'] = BGMixStep
+
+# %% ../nbs/07_gmix.ipynb #cdcf179e
+def _dot(a:list[Tensor], b:list[Tensor]) -> Tensor:
+    "⟨a, b⟩ over whole lists of tensors, in their dtype (float32 at least)"
+    v = torch.cat([t.reshape(-1) for t in torch._foreach_mul(a, b)])
+    return v.sum(dtype=torch.promote_types(v.dtype, torch.float32))
+
+def _take_grads(params:list[Tensor]) -> list[Tensor]:
+    "The gradients of `params` (zeros where there is none); `.grad` is reset to `None`"
+    gs = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
+    for p in params: p.grad = None
+    return gs
+
+def _replayed(device:torch.device):
+    "Context: the random state of `device` is put back on exit, so the next forward draws the same numbers"
+    return torch.random.fork_rng(devices=[device] if device.type == 'cuda' else [], device_type=device.type)
+
+class DGMixStep(GMixStep):
+    "Decomposed G-Mix: descend on g_S + β·(g_L − ⟨g_L, g_S⟩/‖g_S‖²·g_S)"
+    def descent(self, ell, ell_w, params):
+        if self.n_sensitive(len(ell_w)) == len(ell_w): return super().descent(ell, ell_w, params)  # L empty: G-Mix
+        with _replayed(ell_w.device): _, ell_eps = ell()
+        s = ell_eps.detach() - ell_w
+        S = self.select(s)
+        L = torch.ones_like(s, dtype=torch.bool); L[S] = False
+        ell_eps[S].mean().backward(); g_S = _take_grads(params)
+        _, ell_eps = ell()                                    # the same forward again
+        ell_eps[L].mean().backward(); g_L = _take_grads(params)
+        ss = _dot(g_S, g_S)
+        c = torch.where(ss > 0, _dot(g_L, g_S) / ss.clamp_min(1e-30), torch.zeros_like(ss))
+        d = torch._foreach_mul(g_S, 1 - self.dg_weight * c)   # g_S − β c g_S
+        torch._foreach_add_(d, g_L, alpha=self.dg_weight)     #       + β g_L
+        for p, t in zip(params, d): p.grad = t
+        return s, S
+GMIX_MODES['dg'] = DGMixStep

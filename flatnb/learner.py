@@ -119,7 +119,7 @@ class Checkpoint(Callback):
                          cbs={self._cb_key(i, cb): cb.state_dict() for i, cb in enumerate(learn.cbs)},
                          rng=rng_state(), history=learn.history), self.path)
 
-# %% ../nbs/01_learner.ipynb #87f8fa21
+# %% ../nbs/01_learner.ipynb #9dc3385c
 class Learner:
     "Train `model` on `data` with `loss_func` and `opt`, extended by callbacks"
     def __init__(self, model:nn.Module, # the network
@@ -154,7 +154,7 @@ class Learner:
         self.ddp = None if self.world_size == 1 else nn.parallel.DistributedDataParallel(
             self.model, device_ids=[torch.cuda.current_device()] if cuda else None)
         self.fwd = self.ddp or self.model
-        if compile: self.fwd = torch.compile(self.fwd)
+        if compile: self.fwd = torch.compile(self.fwd, dynamic=False)   # static shapes: see "torch.compile" above
         self.train_dl, self.test_dl, self.clean_dl = self._loaders(data, bs, tfms, seed, clean_eval)
         self.loss_func = loss_func
         self.opt = opt if isinstance(opt, torch.optim.Optimizer) else opt(self.model.parameters())
@@ -284,7 +284,7 @@ def fit(self:Learner, n_epochs:int # total number of epochs (a resumed fit conti
     finally: self('after_fit')
     return self
 
-# %% ../nbs/01_learner.ipynb #bf1099b9
+# %% ../nbs/01_learner.ipynb #9875b134
 def in_notebook() -> bool:
     "True inside a Jupyter kernel (not under `nbdev_test`, whose shell has no kernel app)"
     try:
@@ -323,7 +323,7 @@ class ProgressCB(Callback):
             self.handle = display({'text/plain': ''}, raw=True, display_id=True)
         self._emit([self.title] * bool(self.title) + [self._fmt(self.cols)] + [self._row(r) for r in learn.history])
 
-    def _fmt(self, cells) -> str: return '  '.join(str(c).rjust(max(len(k), 7)) for c, k in zip(cells, self.cols))
+    def _fmt(self, cells) -> str: return ' '.join(str(c).rjust(max(len(k), 7)) for c, k in zip(cells, self.cols))
     def _row(self, r:dict) -> str:
         t = r.get('train_time_s', math.nan) + r.get('eval_time_s', math.nan)
         return self._fmt([r['epoch']] + [f"{r.get(k, math.nan):.4f}" for k in self.cols[1:-1]] + [f'{t:.1f}s'])
@@ -341,10 +341,11 @@ class ProgressCB(Callback):
     def _live(self, learn, now:float) -> str:
         m, n, i = learn.cb(MetricsCB), len(learn.dl), learn.iter + 1
         k, left = max(m.n, 1), (now - self.t0) / self.done * (self.todo - self.done)
-        text = (f"{self.title + '  ' if self.title else ''}epoch {learn.epoch + 1}/{learn.n_epochs}  batch {i}/{n}  "
-                f"loss {(m.loss / k).item():.4f}  acc {(m.correct / k).item():.4f}  {_hms(left)} left")
-        w = min(20, self.width - len(text) - 3)   # the bar takes the room left on the line, up to 20 characters
-        return text + (f" |{(self.fill * round(w * i / n)).ljust(w, '-')}|" if w >= 5 else '')
+        text = (f"epoch {learn.epoch + 1}/{learn.n_epochs} batch {i}/{n} loss {(m.loss / k).item():.4f} "
+                f"acc {(m.correct / k).item():.4f} {_hms(left)} left")
+        title = f'  {self.title}' if self.title else ''
+        w = min(20, self.width - len(text) - len(title) - 3)   # the bar takes the room left, up to 20 characters
+        return text + (f" |{(self.fill * round(w * i / n)).ljust(w, '-')}|" if w >= 5 else '') + title
 
     def after_batch(self, learn):
         if self.mode is None or not learn.training: return

@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_mixup.ipynb #18b14d5b
 from __future__ import annotations
-import inspect, math
+import inspect
 from functools import partial
 import numpy as np
 import torch
@@ -17,7 +17,7 @@ __all__ = ['EpochRNG', 'mixup_batch', 'mix_loss', 'MixUp', 'cutout', 'Cutout', '
 
 # %% ../nbs/06_mixup.ipynb #4e7ff0fc
 class EpochRNG:
-    "Generators of a callback, reseeded from (seed, salt, epoch) at each epoch: a torch one on the device, a NumPy one on the host"
+    "Generators of a callback, reseeded from (seed, salt, epoch) per epoch: torch's on the device, NumPy's on the host"
     def __init__(self, seed:int=0, # seed of the draws
                  salt:int=0 # distinguishes callbacks that share a seed
                 ): self.seed, self.salt = seed, salt
@@ -30,10 +30,9 @@ class EpochRNG:
     def perm(self, n:int) -> Tensor: return torch.randperm(n, generator=self.g, device=self.g.device)
 
 # %% ../nbs/06_mixup.ipynb #f4109849
-def _check_lam(lam):
-    if isinstance(lam, Tensor): lam = float(lam)
-    if not (isinstance(lam, (int, float)) and 0 <= lam <= 1): raise ValueError(f"lam must be a number in [0, 1], got {lam!r}")
-    return float(lam)
+def _check_lam(lam) -> float:
+    "λ as a float, validated"
+    return float(check_num(float(lam) if isinstance(lam, Tensor) else lam, 'lam', 0, 1, hint='the mixing weight'))
 
 def mixup_batch(x:Tensor, # (B, ...) inputs
                 y:Tensor, # (B,) targets
@@ -59,13 +58,13 @@ def mix_loss(loss_func, # `(preds, target, reduction=...) -> loss`, e.g. `cross_
 
 # %% ../nbs/06_mixup.ipynb #b29111cc
 class MixUp(Callback):
-    "Mixup: train on λx + (1−λ)x[perm] with loss λ·ℓ(ŷ, y) + (1−λ)·ℓ(ŷ, y[perm]), λ ~ Beta(α, α) once per batch"
+    "Mixup: train on λx + (1−λ)x[perm] with loss λ·ℓ(ŷ, y) + (1−λ)·ℓ(ŷ, y[perm]), one λ ~ Beta(α, α)"
     order = -5 # after Cutout (-6): cut, then mix
     def __init__(self, alpha:float=0.4, # Beta(α, α) parameter: 1 is uniform, small α mixes mildly
                  seed:int=0 # seed of λ and of the permutation (reseeded per epoch)
                 ):
-        if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0): raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
-        self.alpha, self.rng, self.lam = alpha, EpochRNG(seed, salt=1), 1.0
+        self.alpha = check_num(alpha, 'alpha', 0, lo_open=True, hint='λ ~ Beta(α, α)')
+        self.rng, self.lam = EpochRNG(seed, salt=1), 1.0
     def before_epoch(self, learn): self.rng.reset(learn.epoch, learn.device)
     def before_batch(self, learn):
         if not learn.training: return
@@ -82,7 +81,7 @@ def cutout(x:Tensor, # (N, C, H, W) images
            fill:float=0. # value of the masked pixels (0 = the mean of standardised data)
           ) -> Tensor:
     "A copy of `x` with one `size`×`size` square, centred uniformly at random, set to `fill` in each image"
-    if not (isinstance(size, int) and size >= 1): raise ValueError(f"cutout size must be an int >= 1, got {size!r}")
+    check_num(size, 'cutout size', 1, integer=True)
     n, _, h, w = x.shape
     cy = torch.randint(0, h, (n, 1), device=x.device, generator=generator)
     cx = torch.randint(0, w, (n, 1), device=x.device, generator=generator)
@@ -98,8 +97,7 @@ class Cutout(Callback):
     def __init__(self, size:int=10, # side of the square hole
                  seed:int=0 # seed of the positions when used as a callback (reseeded per epoch)
                 ):
-        cutout(torch.zeros(1, 1, 1, 1), size) # validates size
-        self.size, self.rng = size, EpochRNG(seed, salt=2)
+        self.size, self.rng = check_num(size, 'cutout size', 1, integer=True), EpochRNG(seed, salt=2)
     def __call__(self, x, generator=None): return cutout(x, self.size, generator)
     def before_epoch(self, learn): self.rng.reset(learn.epoch, learn.device)
     def before_batch(self, learn):
@@ -111,14 +109,14 @@ class LabelSmoothing(Callback):
     order = -7
     def __init__(self, eps:float=0.1 # smoothing α of `001`; target = (1−ε)·onehot + ε/K
                 ):
-        if not (isinstance(eps, (int, float)) and 0 <= eps < 1): raise ValueError(f"label smoothing eps must be in [0, 1), got {eps!r}")
-        self.eps = eps
+        self.eps = check_num(eps, 'label smoothing eps', 0, 1, hi_open=True)
     def before_fit(self, learn):
         self.orig = learn.loss_func
         f = getattr(self.orig, 'func', self.orig)
         try: ok = 'label_smoothing' in inspect.signature(f).parameters
         except (TypeError, ValueError): ok = False
-        if not ok: raise ValueError(f"LabelSmoothing needs a loss_func with a `label_smoothing` argument (e.g. flatnb.core.cross_entropy), got {self.orig!r}")
+        if not ok: raise ValueError("LabelSmoothing needs a loss_func with a `label_smoothing` argument "
+                                    f"(e.g. flatnb.core.cross_entropy), got {self.orig!r}")
         self.smooth = partial(self.orig, label_smoothing=self.eps)
     def before_train(self, learn): learn.loss_func = self.smooth
     def before_validate(self, learn): learn.loss_func = self.orig

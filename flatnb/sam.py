@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_sam.ipynb #b1dc0621
 from __future__ import annotations
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from functools import partial
 import torch
 from torch import nn, Tensor
@@ -13,7 +13,7 @@ from .core import *
 from .learner import *
 
 # %% auto #0
-__all__ = ['SAM', 'ASAM', 'frozen_bn_stats', 'SAMBaseCB', 'SAMCB']
+__all__ = ['SAM', 'frozen_bn_stats', 'ASAM', 'SAMBaseCB', 'SAMCB']
 
 # %% ../nbs/05_sam.ipynb #c0dd1f04
 _RHO = 'the radius of the SAM neighbourhood, e.g. 0.05'
@@ -86,22 +86,6 @@ def second_step(self:SAM, zero_grad:bool=False # clear the gradients afterwards
     self._opt_called = True # tell an attached LR scheduler that the optimizer did step
     if zero_grad: self.zero_grad()
 
-@patch
-def step(self:SAM, closure, # forward and backward at the current weights, e.g. `lambda: loss(model(x), y).backward()`
-         before_step=None # called at w, with the gradient of w+ε in `.grad`, right before the base step
-        ):
-    "A whole SAM step; the gradient at w must already be in `.grad` (as in davda54/sam). Returns the closure's value"
-    if closure is None:
-        raise ValueError("SAM.step needs a closure that recomputes the loss and its gradient; "
-                         "or call first_step / second_step")
-    self.first_step(zero_grad=True)
-    try:
-        with torch.enable_grad(): out = closure()
-    finally: self.restore()
-    if before_step is not None: before_step()
-    self.second_step()
-    return out
-
 # %% ../nbs/05_sam.ipynb #65ead278
 @patch
 def load_state_dict(self:SAM, state_dict:dict):
@@ -109,15 +93,6 @@ def load_state_dict(self:SAM, state_dict:dict):
     torch.optim.Optimizer.load_state_dict(self, state_dict)
     self.base_optimizer.param_groups, self.base_optimizer.state = self.param_groups, self.state
     self._w, self._perturbed = None, False
-
-# %% ../nbs/05_sam.ipynb #35338987
-class ASAM(SAM):
-    "Adaptive SAM (Kwon et al. 2021): SAM with T = |w| in every group, ε = ρ |w|² g / ‖ |w| g ‖"
-    def __init__(self, params, # parameters or parameter groups, as for any optimizer
-                 base_optimizer:type, # the optimizer class that makes the actual step, e.g. `torch.optim.SGD`
-                 rho:float=0.5, # radius ρ of the neighbourhood relative to |w| (10× SAM's; per group too)
-                 **kwargs # passed to `base_optimizer` (lr, momentum, weight_decay...)
-                ): super().__init__(params, base_optimizer, rho, adaptive=True, **kwargs)
 
 # %% ../nbs/05_sam.ipynb #5271cfdf
 @contextmanager
@@ -131,14 +106,40 @@ def frozen_bn_stats(model:nn.Module # the network whose BatchNorm running statis
     finally:
         if bufs: torch._foreach_copy_(bufs, saved)
 
+# %% ../nbs/05_sam.ipynb #5a1c0e13
+@patch
+def step(self:SAM, closure, # forward and backward at the current weights, e.g. `lambda: loss(model(x), y).backward()`
+         model:nn.Module|None=None, # keep this network's BatchNorm statistics out of the second pass
+         before_step=None # called at w, with the gradient of w+ε in `.grad`, right before the base step
+        ):
+    "A whole SAM step; the gradient at w must already be in `.grad` (as in davda54/sam). Returns the closure's value"
+    if closure is None:
+        raise ValueError("SAM.step needs a closure that recomputes the loss and its gradient; "
+                         "or call first_step / second_step")
+    self.first_step(zero_grad=True)
+    try:
+        with torch.enable_grad(), (frozen_bn_stats(model) if model is not None else nullcontext()): out = closure()
+    finally: self.restore()
+    if before_step is not None: before_step()
+    self.second_step()
+    return out
+
+# %% ../nbs/05_sam.ipynb #35338987
+class ASAM(SAM):
+    "Adaptive SAM (Kwon et al. 2021): SAM with T = |w| in every group, ε = ρ |w|² g / ‖ |w| g ‖"
+    def __init__(self, params, # parameters or parameter groups, as for any optimizer
+                 base_optimizer:type, # the optimizer class that makes the actual step, e.g. `torch.optim.SGD`
+                 rho:float=0.5, # radius ρ of the neighbourhood relative to |w| (10× SAM's; per group too)
+                 **kwargs # passed to `base_optimizer` (lr, momentum, weight_decay...)
+                ): super().__init__(params, base_optimizer, rho, adaptive=True, **kwargs)
+
 # %% ../nbs/05_sam.ipynb #46bac4ca
 class SAMBaseCB(Callback):
     "What the SAM-family callbacks share: the optimizer as a `SAM`, the sync of the first pass, the update around w+ε"
     order = -30 # wrap the optimizer before OneCycle (-20) attaches its schedule and Checkpoint (100) loads its state
     def __init__(self, rho:float|None=None, # wrap the Learner's optimizer in a SAM with this ρ; `None`: it is one
                  adaptive:bool=False, # with `rho`: ASAM's neighbourhood (a SAM with `adaptive=True`)
-                 sync:bool=True # under torch.distributed: all-reduce the first-pass gradient (one ε for all);
-                                # False: each rank its own ε (m-sharpness)
+                 sync:bool=True # torchrun: one ε from the all-reduced first gradient; False: each rank its own ε
                 ):
         self.rho = check_num(rho, 'rho', 0, lo_open=True, optional=True, hint=_RHO)
         self.adaptive, self.sync, self._no_sync = adaptive, sync, None
@@ -156,14 +157,13 @@ class SAMBaseCB(Callback):
         if learn.training and not self.sync and learn.ddp is not None: # DDP decides at forward time if backward syncs
             self._no_sync = learn.ddp.no_sync(); self._no_sync.__enter__()
 
-    def sam_update(self, learn, second_pass # computes the gradient at the current weights, e.g. `learn.closure`
+    def sam_update(self, learn, # the Learner, its gradient at w in `.grad`
+                   second_pass # computes the gradient at the current weights, e.g. `learn.closure`
                   ):
         "From the gradient at w in `.grad`: `second_pass()` at w+ε (frozen BN statistics), `before_step`, step at w"
         if self._no_sync is not None: # the second pass syncs
             self._no_sync.__exit__(None, None, None); self._no_sync = None
-        def at_perturbed():
-            with frozen_bn_stats(learn.model): return second_pass()
-        return learn.opt.step(at_perturbed, before_step=partial(learn, 'before_step'))
+        return learn.opt.step(second_pass, model=learn.model, before_step=partial(learn, 'before_step'))
 
 # %% ../nbs/05_sam.ipynb #5a1c0e11
 class SAMCB(SAMBaseCB):

@@ -4,25 +4,20 @@
 
 # %% ../nbs/09_swa.ipynb #c0585c20
 from __future__ import annotations
-import math
 import torch
-from torch import nn, Tensor
+from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
 from torch.optim.swa_utils import AveragedModel, SWALR, get_swa_multi_avg_fn, update_bn
 from .core import *
 from .learner import Callback
-from .distance import _epoch_count
 
 # %% auto #0
-__all__ = ['evaluate', 'SWA', 'recompute_bn']
+__all__ = ['evaluate', 'SWA', 'recompute_bn', 'CyclicSWA']
 
 # %% ../nbs/09_swa.ipynb #b96c96fd
-def _pos(v, name):
-    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 0)):
-        raise ValueError(f"{name} must be a finite number > 0 or None, got {v!r}")
-
 @torch.no_grad()
 def evaluate(learn) -> dict:
-    "Test loss and accuracy of `learn.model` as it is now (eval mode, the learner's autocast), without touching the history"
+    "Test loss and accuracy of `learn.model` as it is now (eval mode, the learner's autocast); no history row"
     was = learn.model.training; learn.model.eval()
     loss, correct, n = torch.zeros((), device=learn.device), torch.zeros((), device=learn.device), 0
     for xb, yb in learn.test_dl:
@@ -34,61 +29,46 @@ def evaluate(learn) -> dict:
 
 # %% ../nbs/09_swa.ipynb #25ebf0c0
 class SWA(Callback):
-    "Stochastic Weight Averaging with `torch.optim.swa_utils`: average the weights of the last epochs, recompute BatchNorm, evaluate the average"
+    "Stochastic Weight Averaging with `torch.optim.swa_utils`: average the last epochs' weights, recompute BN, evaluate"
     order = -15 # after OneCycle (-20), so SWA's LR wins; before MetricsCB (-10), so the history shows SWA's LR
-    def __init__(self, start:int|float=0.75, # epochs of ordinary training first: an int >= 1 or a fraction in (0, 1) of the fit (`001`: 0.75)
-                 swa_lr:float|None=None, # the SWA LR (constant mode) / the low LR α2 at capture (cyclical); `None`: the LR at the start (cyclical: max_lr/10)
-                 anneal_epochs:int=0, # constant mode: epochs for `SWALR` to anneal from the current LR to `swa_lr`
+    every = 1 # capture the weights after every `every`-th epoch of the SWA phase
+    def __init__(self, start:int|float=0.75, # epochs of ordinary training first: an int, or a fraction (`001`: 0.75)
+                 swa_lr:float|None=None, # the SWA LR; `None`: the LR at the start of the SWA phase
+                 anneal_epochs:int=0, # epochs for `SWALR` to anneal from the current LR to `swa_lr`
                  anneal_strategy:str='cos', # 'cos' or 'linear' annealing (`SWALR`)
-                 cycle:int|None=None, # `None`: constant LR, capture every epoch; c: cyclical LR over c epochs, capture at the end of each cycle
-                 max_lr:float|None=None, # cyclical mode: the high LR α1 at the start of each cycle; `None`: the LR at the start
                  eval_sgd:bool=True # evaluate the last SGD weights too (`sgd_test_acc` in the last history row)
                 ):
-        _epoch_count(start, 100, 'start'); _pos(swa_lr, 'swa_lr'); _pos(max_lr, 'max_lr')
-        if isinstance(anneal_epochs, bool) or not isinstance(anneal_epochs, int) or anneal_epochs < 0: raise ValueError(f"anneal_epochs must be an int >= 0, got {anneal_epochs!r}")
-        if anneal_strategy not in ('cos', 'linear'): raise ValueError(f"anneal_strategy must be 'cos' or 'linear', got {anneal_strategy!r}")
-        if cycle is not None and (isinstance(cycle, bool) or not isinstance(cycle, int) or cycle < 1): raise ValueError(f"cycle must be an int >= 1 (epochs) or None, got {cycle!r}")
-        if cycle is None and max_lr is not None: raise ValueError("max_lr is for the cyclical schedule; give cycle= too, or leave max_lr out")
-        self.start, self.swa_lr, self.anneal_epochs, self.anneal_strategy = start, swa_lr, anneal_epochs, anneal_strategy
-        self.cycle, self.max_lr, self.eval_sgd = cycle, max_lr, eval_sgd
-        self.avg = self.sched = self.lrs = self.sgd_state = None
+        epoch_count(start, 100, 'start')
+        self.swa_lr = check_num(swa_lr, 'swa_lr', 0, lo_open=True, optional=True)
+        self.anneal_epochs = check_num(anneal_epochs, 'anneal_epochs', 0, integer=True)
+        self.anneal_strategy = check_choice(anneal_strategy, 'anneal_strategy', ('cos', 'linear'))
+        self.start, self.eval_sgd = start, eval_sgd
+        self.avg = self.sched = self.lr0 = self.lrs = self.sgd_state = None
+
+    def schedule(self, opt:torch.optim.Optimizer, lr0:list[float]) -> LRScheduler:
+        "The LR scheduler of the SWA phase, from the LRs `lr0` at its start: `SWALR` to `swa_lr`, then constant"
+        return SWALR(opt, swa_lr=[self.swa_lr or a for a in lr0], anneal_strategy=self.anneal_strategy,
+                     anneal_epochs=self.anneal_epochs * self.steps_per_epoch)
 
     @property
     def n_averaged(self) -> int: return int(self.avg.n_averaged) if self.avg is not None else 0
 
     def before_fit(self, learn):
-        self._opt = learn.opt   # `load_state_dict` rebuilds `SWALR` on it
-        self.swa_start = _epoch_count(self.start, learn.n_epochs, 'start')
-        if self.swa_start >= learn.n_epochs: raise ValueError(f"SWA start={self.start} leaves no SWA epoch in a fit of {learn.n_epochs} epochs")
+        self._opt, self.steps_per_epoch = learn.opt, len(learn.train_dl)  # `load_state_dict` rebuilds the scheduler
+        self.swa_start = epoch_count(self.start, learn.n_epochs, 'start')
+        if self.swa_start >= learn.n_epochs:
+            raise ValueError(f"SWA start={self.start} leaves no SWA epoch in a fit of {learn.n_epochs} epochs")
         self.avg = AveragedModel(learn.model, multi_avg_fn=get_swa_multi_avg_fn())
-        self.sched, self.lrs, self.i, self.captures, self.sgd_state = None, None, 0, [], None
+        self.sched, self.lr0, self.lrs, self.captures, self.sgd_state = None, None, None, [], None
 
     def _set_lrs(self, learn):
         for g, lr in zip(learn.opt.param_groups, self.lrs): g['lr'] = lr
 
-    def _begin(self, learn):
-        "Take over the LR at the start of the SWA phase"
-        groups = learn.opt.param_groups
-        if self.cycle is None:
-            lrs = [self.swa_lr or g['lr'] for g in groups]
-            self.sched = SWALR(learn.opt, swa_lr=lrs, anneal_epochs=self.anneal_epochs * len(learn.train_dl), anneal_strategy=self.anneal_strategy)
-        else:
-            self.a1 = [self.max_lr or g['lr'] for g in groups]
-            self.a2 = [self.swa_lr or a / 10 for a in self.a1]
-            self.sched = 'cyclic'
-            self.i = 0
-            self._cyclic_lrs(learn)
-            return
-        self.lrs = [g['lr'] for g in groups]
-
-    def _cyclic_lrs(self, learn):
-        "α(i) = (1-t)α1 + tα2, t = (mod(i-1, c) + 1)/c, for the next step i = self.i + 1"
-        c = self.cycle * len(learn.train_dl)
-        t = (self.i % c + 1) / c
-        self.lrs = [(1 - t) * a1 + t * a2 for a1, a2 in zip(self.a1, self.a2)]
-
     def before_epoch(self, learn):
-        if learn.epoch == self.swa_start and self.sched is None: self._begin(learn)
+        if learn.epoch == self.swa_start and self.sched is None:   # take over the LR
+            self.lr0 = [g['lr'] for g in learn.opt.param_groups]
+            self.sched = self.schedule(learn.opt, self.lr0)
+            self.lrs = [g['lr'] for g in learn.opt.param_groups]
         if self.lrs is not None: self._set_lrs(learn)
 
     def before_batch(self, learn):
@@ -96,16 +76,12 @@ class SWA(Callback):
 
     def after_step(self, learn):
         if self.lrs is None: return
-        if self.cycle is None:
-            self._set_lrs(learn); self.sched.step()             # undo OneCycle's write, then anneal from SWA's own LR
-            self.lrs = [g['lr'] for g in learn.opt.param_groups]
-        else:
-            self.i += 1; self._cyclic_lrs(learn); self._set_lrs(learn)
+        self._set_lrs(learn); self.sched.step()                # undo OneCycle's write, then step from SWA's own LR
+        self.lrs = [g['lr'] for g in learn.opt.param_groups]
 
     def after_train(self, learn):
-        if learn.epoch < self.swa_start: return
-        k = learn.epoch - self.swa_start + 1
-        if self.cycle is None or k % self.cycle == 0:
+        k = learn.epoch - self.swa_start + 1                   # the k-th epoch of the SWA phase
+        if k >= 1 and k % self.every == 0:
             self.avg.update_parameters(learn.model); self.captures.append(learn.epoch)
 
     def before_validate(self, learn):
@@ -119,27 +95,24 @@ class SWA(Callback):
     def swap_in(self, learn):
         "Copy the averaged weights into `learn.model` and recompute its BatchNorm statistics on the training batches"
         with torch.no_grad():
-            torch._foreach_copy_([p.detach() for p in learn.model.parameters()], [p.detach() for p in self.avg.module.parameters()])
+            torch._foreach_copy_([p.detach() for p in learn.model.parameters()],
+                                 [p.detach() for p in self.avg.module.parameters()])
         recompute_bn(learn)
 
     def state_dict(self):
-        sched = self.sched.state_dict() if isinstance(self.sched, SWALR) else self.sched
-        return dict(avg=self.avg.state_dict() if self.avg is not None else None, sched=sched, lrs=self.lrs, i=self.i,
-                    captures=self.captures, cyc=(getattr(self, 'a1', None), getattr(self, 'a2', None)))
+        return dict(avg=self.avg.state_dict() if self.avg is not None else None, lr0=self.lr0, lrs=self.lrs,
+                    sched=self.sched.state_dict() if self.sched is not None else None, captures=self.captures)
     def load_state_dict(self, sd):
         if sd['avg'] is not None: self.avg.load_state_dict(sd['avg'])
-        self.lrs, self.i, self.captures = sd['lrs'], sd['i'], list(sd['captures'])
-        self.a1, self.a2 = sd['cyc']
-        if isinstance(sd['sched'], dict):
-            self.sched = SWALR(self._opt, swa_lr=[g['swa_lr'] for g in self._opt.param_groups])
-            self.sched.load_state_dict(sd['sched'])
-        else: self.sched = sd['sched']
+        self.lr0, self.lrs, self.captures = sd['lr0'], sd['lrs'], list(sd['captures'])
+        if sd['sched'] is not None:
+            self.sched = self.schedule(self._opt, self.lr0); self.sched.load_state_dict(sd['sched'])
         if self.lrs is not None:
             for g, lr in zip(self._opt.param_groups, self.lrs): g['lr'] = lr
 
 # %% ../nbs/09_swa.ipynb #ebe148ed
 def recompute_bn(learn, # a `Learner`; its model's BatchNorm statistics are reset and recomputed
-                 loader=None # an iterable of (x, y) batches; `None`: the learner's training loader (the current epoch's batches)
+                 loader=None # an iterable of (x, y) batches; `None`: the training loader (this epoch's batches)
                 ):
     "`torch.optim.swa_utils.update_bn` over device-resident batches, in the learner's autocast and memory format"
     loader = learn.train_dl if loader is None else loader
@@ -157,3 +130,29 @@ def _pool_bn_across_ranks(model:nn.Module):
             sq = var + mean * mean                       # E[x²] of this rank's shard
             all_reduce_sum_(mean, sq)
             mean /= world; var.copy_(sq / world - mean * mean)   # pooled mean, and E[x²] - E[x]² of the union
+
+# %% ../nbs/09_swa.ipynb #5d4e0e03
+class _CyclicalLR(LRScheduler):
+    "α(i) = (1-t)α1 + tα2, t = (mod(i-1, c) + 1)/c at step i = last_epoch + 1"
+    def __init__(self, opt, a1:list[float], a2:list[float], c:int):
+        self.a1, self.a2, self.c = a1, a2, c
+        super().__init__(opt)
+    def get_lr(self) -> list[float]:
+        t = (self.last_epoch % self.c + 1) / self.c
+        return [(1 - t) * x + t * y for x, y in zip(self.a1, self.a2)]
+
+class CyclicSWA(SWA):
+    "SWA with a cyclical LR: α1 → α2 linearly within each cycle of `cycle` epochs, capture at the end of each cycle"
+    def __init__(self, start:int|float=0.75, # epochs of ordinary training first: an int, or a fraction (`001`: 0.75)
+                 cycle:int=1, # epochs per cycle
+                 max_lr:float|None=None, # α1, the LR at the start of each cycle; `None`: the LR at the start of SWA
+                 swa_lr:float|None=None, # α2, the LR at each capture; `None`: α1/10
+                 eval_sgd:bool=True # evaluate the last SGD weights too (`sgd_test_acc` in the last history row)
+                ):
+        super().__init__(start, swa_lr, eval_sgd=eval_sgd)
+        self.every = check_num(cycle, 'cycle', 1, integer=True, hint='epochs per cycle')
+        self.max_lr = check_num(max_lr, 'max_lr', 0, lo_open=True, optional=True)
+
+    def schedule(self, opt, lr0):
+        a1 = [self.max_lr or a for a in lr0]
+        return _CyclicalLR(opt, a1, [self.swa_lr or a / 10 for a in a1], self.every * self.steps_per_epoch)

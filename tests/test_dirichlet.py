@@ -92,3 +92,12 @@ def test_eq7_accuracy_range():
     assert ks(0.01) < 0.01
     assert abs(ks(1.0) - math.exp(-1)) < 1e-3                             # Uniform(0,1) against Exponential(1)
     assert ks(0.98) > 0.3 and ks(10.) > 0.9
+
+def test_unchecked_variants_compute_the_same():
+    "check=False (the training-step path, no host sync) skips only the validation"
+    ah, a = _logu((32, 6), 0.05, 20, 7), _logu((32, 6), 0.05, 20, 8)
+    assert torch.equal(multigamma_kl(ah, a, check=False), multigamma_kl(ah, a))
+    assert torch.equal(multigamma_kl(ah, 0.98, check=False), multigamma_kl(ah, 0.98))
+    g = lambda: torch.Generator().manual_seed(5)
+    assert torch.equal(dirichlet_rsample(ah, generator=g(), check=False), dirichlet_rsample(ah, generator=g()))
+    with pytest.raises(ValueError, match='unknown method'): dirichlet_rsample(ah, 'reject', check=False)

@@ -16,3 +16,41 @@ def test_notebooks_small():
 def test_readme_commands_are_the_ci_commands():
     readme, ci = (ROOT/'README.md').read_text(), (ROOT/'.ci'/'run').read_text()
     assert 'python3 tasks.py run' in readme and 'python3 tasks.py test' in readme and 'python3 tasks.py test' in ci
+
+import ast
+MODULES = sorted(p for p in (ROOT/'flatnb').glob('*.py') if p.name != '_modidx.py')
+
+def test_lines_at_most_120():
+    "`__all__` is written by nbdev_export, which wraps its list (not the `__all__ = ` prefix) at 120"
+    long = [f'{p.name}:{i}' for p in MODULES for i, l in enumerate(p.read_text().splitlines(), 1)
+            if len(l) > 120 and not l.startswith('__all__ = ')]
+    assert not long, long
+
+def imports(p):
+    "The flatnb modules `p` imports, and the private names it takes from them"
+    mods, private = set(), []
+    for node in ast.walk(ast.parse(p.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and (node.level or node.module.startswith('flatnb')):
+            m = node.module.split('.')[-1] if node.module != 'flatnb' else None
+            if m: mods.add(m)
+            private += [f'{m}.{a.name}' for a in node.names if a.name.startswith('_') and a.name != '__version__']
+        elif isinstance(node, ast.Import):
+            mods |= {a.name.split('.')[1] for a in node.names if a.name.startswith('flatnb.')}
+    return mods, private
+
+def test_modules_import_one_way_and_nothing_private():
+    graph = {p.stem: imports(p)[0] for p in MODULES}
+    assert not [(p.stem, imports(p)[1]) for p in MODULES if imports(p)[1]]
+    seen, done = set(), set()
+    def visit(m, path):
+        assert m not in seen or m in done, f"import cycle: {' -> '.join(path + [m])}"
+        if m in done: return
+        seen.add(m)
+        for n in graph.get(m, ()): visit(n, path + [m])
+        done.add(m)
+    for m in graph: visit(m, [])
+    assert graph['experiment'] & {'recipes', 'cli'} == set() and 'cli' not in graph['recipes']
+
+def test_one_way_to_validate():
+    idiom = 'isinstance(v, bool) or not isinstance'
+    assert not [p.name for p in MODULES if idiom in p.read_text()]

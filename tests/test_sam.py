@@ -23,15 +23,17 @@ def batches(n=4, bs=16, seed=1):
 
 
 def reference_sam(model, data, rho, lr, momentum, wd, adaptive=False):
-    """Independent SAM: gradient at w, ε_i = ρ T_i² g_i / ||T g|| over all parameters (T = |w| for ASAM, 1 for SAM),
-    gradient at w+ε with the BatchNorm running statistics of the second pass thrown away, SGD with momentum and
-    weight decay (torch's convention: d = g + wd·w, b = μ b + d, w -= lr b), written out per parameter."""
+    """Independent SAM: gradient at w, ε_i = ρ T_i² g_i / ||T g|| over all parameters (T = |w| for ASAM, 1 for SAM;
+    `adaptive` may be one flag per parameter), gradient at w+ε with the BatchNorm running statistics of the second pass
+    thrown away, SGD with momentum and weight decay (torch's convention: d = g + wd·w, b = μ b + d, w -= lr b),
+    written out per parameter."""
     params = list(model.parameters())
     bufs = [None] * len(params)
+    flags = adaptive if isinstance(adaptive, list) else [adaptive] * len(params)
     for x, y in data:
         w = [p.detach().clone() for p in params]
         g1 = torch.autograd.grad(F.cross_entropy(model(x), y), params)
-        t = [(wi.abs() if adaptive else torch.ones_like(wi)) for wi in w]
+        t = [(wi.abs() if a else torch.ones_like(wi)) for wi, a in zip(w, flags)]
         norm = math.sqrt(sum(float(((ti * gi) ** 2).sum()) for ti, gi in zip(t, g1)))
         saved = {k: v.clone() for k, v in model.state_dict().items() if 'running' in k or 'num_batches' in k}
         with torch.no_grad():
@@ -77,13 +79,60 @@ def test_step_closure_equals_two_steps():
     for a, b in zip(m1.state_dict().values(), m2.state_dict().values()): torch.testing.assert_close(a, b)
 
 
-def test_adaptive_flag_makes_asam():
-    m = small_net()
-    assert type(SAM(m.parameters(), torch.optim.SGD, adaptive=True, lr=0.1)) is ASAM
-    assert type(SAM(m.parameters(), torch.optim.SGD, 0.5, True, lr=0.1)) is ASAM
-    assert type(SAM(m.parameters(), torch.optim.SGD, lr=0.1)) is SAM
-    assert type(copy.deepcopy(SAM(m.parameters(), torch.optim.SGD, adaptive=True, lr=0.1))) is ASAM
-    assert ASAM(m.parameters(), torch.optim.SGD, lr=0.1).param_groups[0]['rho'] == 0.5
+def _run(model, data, opt):
+    for x, y in data:
+        F.cross_entropy(model(x), y).backward()
+        opt.first_step(zero_grad=True)
+        with frozen_bn_stats(model): F.cross_entropy(model(x), y).backward()
+        opt.second_step(zero_grad=True)
+    return model
+
+
+@pytest.mark.parametrize('make', [lambda ps: ASAM(ps, torch.optim.SGD, lr=0.1),                 # ρ = 0.5 by default
+                                  lambda ps: SAM(ps, torch.optim.SGD, 0.5, True, lr=0.1),       # davda54, positional
+                                  lambda ps: SAM(ps, torch.optim.SGD, rho=0.5, adaptive=True, lr=0.1)])
+def test_asam_and_the_adaptive_flag(make):
+    data = batches(3)
+    ref = reference_sam(small_net(), data, rho=0.5, lr=0.1, momentum=0., wd=0., adaptive=True)
+    m = small_net(); opt = make(m.parameters())
+    assert isinstance(opt, SAM) and all(g['adaptive'] and g['rho'] == 0.5 for g in opt.param_groups)
+    for a, b in zip(_run(m, data, opt).state_dict().values(), ref.state_dict().values()):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_adaptive_flag_per_group():
+    "davda54's flag is per group: T = |w| in the adaptive group only, the norm over both"
+    data = batches(3)
+    m = small_net(); ps = list(m.parameters())
+    opt = SAM([{'params': ps[:3], 'adaptive': True}, {'params': ps[3:]}], torch.optim.SGD, rho=0.3, lr=0.1)
+    flags = [i < 3 for i in range(len(ps))]
+    ref = reference_sam(small_net(), data, rho=0.3, lr=0.1, momentum=0., wd=0., adaptive=flags)
+    for a, b in zip(_run(m, data, opt).state_dict().values(), ref.state_dict().values()):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_step_with_model_and_before_step():
+    "`step(closure, model, before_step)`: the second pass's BN statistics thrown away, the hook at w with its gradient"
+    data = batches(3)
+    m = small_net(); opt = SAM(m.parameters(), torch.optim.SGD, rho=0.05, lr=0.1, momentum=0.9, weight_decay=5e-4)
+    seen = []
+    for x, y in data:
+        F.cross_entropy(m(x), y).backward()
+        w = [p.detach().clone() for p in m.parameters()]
+        def hook():
+            at_w = all(torch.equal(p.detach(), wi) for p, wi in zip(m.parameters(), w))
+            seen.append((at_w, [p.grad.clone() for p in m.parameters()]))
+        opt.step(lambda: F.cross_entropy(m(x), y).backward(), model=m, before_step=hook); opt.zero_grad()
+    ref = reference_sam(small_net(), data, rho=0.05, lr=0.1, momentum=0.9, wd=5e-4)
+    for a, b in zip(m.state_dict().values(), ref.state_dict().values()): torch.testing.assert_close(a, b)
+    assert [s[0] for s in seen] == [True] * 3
+    # the hook saw the gradient at w+ε of the last batch: recompute it from the weights before that step
+    m2 = small_net(); o2 = SAM(m2.parameters(), torch.optim.SGD, rho=0.05, lr=0.1, momentum=0.9, weight_decay=5e-4)
+    _run(m2, data[:2], o2)
+    x, y = data[2]
+    F.cross_entropy(m2(x), y).backward(); o2.first_step(zero_grad=True)
+    with frozen_bn_stats(m2): F.cross_entropy(m2(x), y).backward()
+    for a, p in zip(seen[-1][1], m2.parameters()): torch.testing.assert_close(a, p.grad)
 
 
 @pytest.mark.parametrize('rho', [0, 0., -0.05, float('nan'), float('inf'), -float('inf'), '0.05', None, True])
@@ -194,7 +243,8 @@ def test_samcb_learner_runs_and_second_pass_does_not_touch_bn():
         order = 0
         def after_fit(self, learn): self.n = int(learn.model[0][1].num_batches_tracked)
     c = CountBN()
-    learn = Learner(simple_cnn(widths=(4, 8)), data, opt=opt, cbs=[SAMCB(), OneCycle(), c], bs=16, progress=False).fit(2)
+    learn = Learner(simple_cnn(widths=(4, 8)), data, opt=opt, cbs=[SAMCB(), OneCycle(), c], bs=16, progress=False)
+    learn.fit(2)
     assert c.n == 2 * 4
     assert all(math.isfinite(r['train_loss']) for r in learn.history)
 

@@ -1,9 +1,9 @@
 "Cross-cutting tests of flatnb.vae (kNN error, SWWAE / β-SWWDirVAE training, two-stage classifier, the recipe entry point) and of the soft pooling it rests on"
-import math
+import json, math
 import pytest
 import torch
 import torch.nn.functional as F
-from flatnb.core import digits
+from flatnb.core import Data, digits
 from flatnb.softpool import soft_pool2d, soft_unpool2d
 from flatnb.vae import (SWWAE, BetaSWWDirVAE, SWWGaussVAE, knn_error, fit_vae, train_two_stage, train_swwdirvae,
                         SWWDIRVAE_PRESETS, kl_anneal, beta_vae_loss)
@@ -81,13 +81,38 @@ def test_two_stage_keeps_encoder_frozen(rho, small):
     assert 0 <= r['test_acc'] <= 1 and r['gap'] == pytest.approx(r['test_acc'] - r['train_acc'])
 
 def test_train_swwdirvae_end_to_end(tmp_path, small):
-    cfg = {**SWWDIRVAE_PRESETS['cpu'], 'epochs': 2, 'warmup_epochs': 1, 'clf_epochs': 2, 'widths': (8, 16), 'latent_dim': 8}
+    cfg = {**SWWDIRVAE_PRESETS['cpu'], 'epochs': 2, 'warmup_epochs': 1, 'clf_epochs': 3, 'widths': (8, 16), 'latent_dim': 8}
     res = train_swwdirvae(cfg, small, seed=0, out_dir=tmp_path, device='cpu')
     for k in (3, 5, 10):
-        for suf in ('', '_raw', '_gauss'): assert 0 <= res[f'knn_error_k{k}{suf}'] <= 1
+        for suf in ('', '_raw', '_gauss'): assert 0 <= res[f'knn{k}{suf}_err'] <= 1
     for key in ('test_acc', 'train_acc', 'gap', 'time_s'): assert key in res
+    hist = res.pop('history')
     assert all(isinstance(v, float) and math.isfinite(v) for v in res.values())
+    assert [r['epoch'] for r in hist] == list(range(2 + 3)) and [r['stage'] for r in hist] == ['vae'] * 2 + ['classifier'] * 3
+    assert all(0 <= r['test_acc'] <= 1 for r in hist) and hist[-1]['test_acc'] == res['test_acc']
+    assert all({'loss', 'rec', 'mid', 'kl', 'gauss_loss', 'gauss_kl'} <= set(r) for r in hist[:2])
+    json.dumps(hist) # the runner stores it in result.json
     assert (tmp_path/'recon.png').stat().st_size > 0 and (tmp_path/'latent.png').stat().st_size > 0
+
+def test_train_swwdirvae_stage_lengths_come_from_the_configuration(tmp_path, small):
+    "epochs and clf_epochs set the two stages; warmup_epochs is epochs, a fraction of them, or 0, and never more"
+    cfg = {**SWWDIRVAE_PRESETS['cpu'], 'epochs': 1, 'clf_epochs': 2, 'warmup_epochs': 0.5, 'widths': (4,), 'latent_dim': 4}
+    hist = train_swwdirvae(cfg, small, seed=0, out_dir=tmp_path, device='cpu')['history']
+    assert [r['stage'] for r in hist] == ['vae', 'classifier', 'classifier']
+    for bad, msg in ((dict(epochs=0), 'epochs must be'), (dict(clf_epochs=1.5), 'clf_epochs must be'),
+                     (dict(epochs=3, warmup_epochs=4), 'warmup_epochs \\(4\\) exceeds epochs \\(3\\)'),
+                     (dict(warmup_epochs=1.5), 'warmup_epochs as a fraction')):
+        with pytest.raises(ValueError, match=msg): train_swwdirvae({**cfg, **bad}, small, seed=0, out_dir=tmp_path)
+
+def test_paper_preset_code_path_on_fabricated_cifar100(tmp_path):
+    "The paper preset as shipped (EfficientNet-B0 head, widths 64-256, K = 50) on 64 + 32 CIFAR-100-shaped images, CPU"
+    g = torch.Generator().manual_seed(0)
+    d = Data(torch.randn(64, 3, 32, 32, generator=g), torch.arange(64) % 100, torch.randn(32, 3, 32, 32, generator=g),
+             torch.arange(32) * 3 % 100, 100, 'fake-cifar100')
+    cfg = {**SWWDIRVAE_PRESETS['paper'], 'epochs': 1, 'clf_epochs': 1, 'clf_bs': 16} # 4 steps: one-cycle needs 4
+    res = train_swwdirvae(cfg, d, seed=0, out_dir=tmp_path, device='cpu')
+    assert [r['stage'] for r in res['history']] == ['vae', 'classifier'] and 0 <= res['test_acc'] <= 1
+    assert (tmp_path/'latent.png').stat().st_size > 0
 
 def test_presets_and_helpers():
     assert set(SWWDIRVAE_PRESETS) == {'cpu', 'paper'}
