@@ -15,11 +15,11 @@ from torch import Tensor
 
 # %% auto #0
 __all__ = ['DIGITS_SIZES', 'DATASETS', 'SHAPES', 'N_CLASSES', 'BACKENDS', 'check_num', 'check_choice', 'epoch_count',
-           'default_device', 'autocast_dtype', 'set_seed', 'rng_state', 'set_rng_state', 'Data', 'standardise',
-           'symmetric_label_noise', 'digits', 'DataError', 'DataMissingError', 'atomic_write_text', 'check_cache',
-           'read_cache', 'cached_dataset', 'load_dataset', 'fabricate_dataset', 'random_crop', 'random_flip', 'Augment',
-           'DeviceLoader', 'dist_info', 'is_main_process', 'init_distributed', 'all_reduce_sum_', 'barrier',
-           'cross_entropy', 'accuracy']
+           'min_epochs', 'default_device', 'autocast_dtype', 'set_seed', 'rng_state', 'set_rng_state', 'Data',
+           'standardise', 'symmetric_label_noise', 'digits', 'DataError', 'DataMissingError', 'atomic_write_text',
+           'check_cache', 'read_cache', 'cached_dataset', 'load_dataset', 'fabricate_dataset', 'random_crop',
+           'random_flip', 'Augment', 'DeviceLoader', 'dist_info', 'is_main_process', 'init_distributed',
+           'all_reduce_sum_', 'barrier', 'cross_entropy', 'accuracy']
 
 # %% ../nbs/00_core.ipynb #50502a69
 def _interval(lo, hi, lo_open, hi_open) -> str:
@@ -67,6 +67,12 @@ def epoch_count(v, # an int >= 1 (epochs) or a float in (0, 1) (a fraction of `n
         check_num(v, f"{name} as a fraction of the epochs", 0, 1, lo_open=True, hi_open=True)
         return max(1, round(v * n_epochs))
     return check_num(v, name, 1, integer=True, hint='epochs, or a fraction in (0, 1) of the fit')
+
+def min_epochs(v, # as for `epoch_count`: an int >= 1 or a fraction in (0, 1)
+               name:str # the setting's name, for the message
+              ) -> int:
+    "The shortest fit that leaves at least one epoch after `epoch_count(v, n_epochs)` epochs"
+    return next(n for n in range(2, 10**6) if epoch_count(v, n, name) < n)
 
 # %% ../nbs/00_core.ipynb #64bc6ff0
 def _mps_available() -> bool:

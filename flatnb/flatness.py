@@ -258,6 +258,7 @@ def _chunk_stats(t):
 def _recompute_bn(model, chunks):
     "Running statistics of every BatchNorm = mean and unbiased variance of its input over all the chunks, as one batch"
     bns = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+    if not bns: return
     order = [] # the BatchNorms in the order the forward pass calls them
     def first_call(m, _):
         if all(m is not o for o in order): order.append(m)

@@ -119,7 +119,7 @@ class Checkpoint(Callback):
                          cbs={self._cb_key(i, cb): cb.state_dict() for i, cb in enumerate(learn.cbs)},
                          rng=rng_state(), history=learn.history), self.path)
 
-# %% ../nbs/01_learner.ipynb #9dc3385c
+# %% ../nbs/01_learner.ipynb #cf5c9811
 class Learner:
     "Train `model` on `data` with `loss_func` and `opt`, extended by callbacks"
     def __init__(self, model:nn.Module, # the network
@@ -136,7 +136,7 @@ class Learner:
                  compile:bool=False, # `torch.compile` the model for the forward pass
                  sync_bn:bool=False, # under torch.distributed on GPUs: SyncBatchNorm (BatchNorm sees the global batch)
                  clean_eval:bool=True, # after each epoch, evaluate the un-augmented training set (`clean_gap`)
-                 progress:bool|ProgressCB|None=None # `None`: a bar in a terminal or notebook; or True, False, a `ProgressCB`
+                 progress:bool|ProgressCB|None=None # `None`: a bar when interactive; True; False; or a `ProgressCB`
                 ):
         check_choice(amp, 'amp', (None, True, False)); check_choice(channels_last, 'channels_last', (None, True, False))
         check_choice(compile, 'compile', (True, False)); check_choice(clean_eval, 'clean_eval', (True, False))
@@ -284,7 +284,7 @@ def fit(self:Learner, n_epochs:int # total number of epochs (a resumed fit conti
     finally: self('after_fit')
     return self
 
-# %% ../nbs/01_learner.ipynb #9875b134
+# %% ../nbs/01_learner.ipynb #4d7617d7
 def in_notebook() -> bool:
     "True inside a Jupyter kernel (not under `nbdev_test`, whose shell has no kernel app)"
     try:
@@ -302,17 +302,19 @@ class ProgressCB(Callback):
     order = 50
     def __init__(self, show:bool|None=None, # `None`: if stdout is a terminal or a notebook; True: always; False: never
                  title:str='', # shown with the bar, e.g. "[3/18] gmix/sam seed 0"
-                 every:float=0.2 # seconds between redraws of the live line
+                 every:float=0.2, # seconds between redraws of the live line
+                 file=None # a text stream to write to (never a notebook display); `None`: `sys.stdout` at `before_fit`
                 ):
         check_choice(show, 'show', (None, True, False)); check_num(every, 'every', 0)
-        self.show, self.title, self.every, self.mode = show, str(title), every, None
+        self.show, self.title, self.every, self.file, self.mode = show, str(title), every, file, None
 
     def before_fit(self, learn):
-        nb, tty = in_notebook(), sys.stdout.isatty()
+        self.out = sys.stdout if self.file is None else self.file
+        nb, tty = self.file is None and in_notebook(), self.out.isatty()
         on = is_main_process() and ((nb or tty) if self.show is None else self.show)
         self.mode = ('notebook' if nb else 'terminal' if tty else 'rows') if on else None
         if not on: return
-        utf8 = nb or (sys.stdout.encoding or '').lower().replace('-', '') == 'utf8'
+        utf8 = nb or (getattr(self.out, 'encoding', None) or '').lower().replace('-', '') == 'utf8'
         self.fill, self.rows, self.live, self.done, self.t_draw = '█' if utf8 else '#', [], '', 0, 0.
         self.width = shutil.get_terminal_size().columns - 1 if tty else 100
         self.cols = ['epoch', 'train_loss', 'train_acc', 'test_loss', 'test_acc', 'gap', 'clean_gap', 'time']
@@ -335,7 +337,7 @@ class ProgressCB(Callback):
             return self.handle.update({'text/plain': '\n'.join(self.rows + [live]).rstrip('\n')}, raw=True)
         live = live[:self.width] if self.mode == 'terminal' else ''
         erase = '\r' + ' ' * len(self.live) + '\r' if self.live else ''
-        sys.stdout.write(erase + ''.join(r + '\n' for r in rows) + live); sys.stdout.flush()
+        self.out.write(erase + ''.join(r + '\n' for r in rows) + live); self.out.flush()
         self.live = live
 
     def _live(self, learn, now:float) -> str:

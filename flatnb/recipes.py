@@ -19,7 +19,7 @@ from .blurpool import blurpool
 from .se import squeeze_excite
 from .models import MODELS
 from .flatness import hessian_top_eig
-from .vae import train_swwdirvae, SWWDIRVAE_PRESETS
+from .vae import train_swwdirvae, swwdirvae_config, SWWDIRVAE_PRESETS
 
 # %% auto #0
 __all__ = ['TECHNIQUES', 'CLASSIFIER', 'METRICS', 'BASELINE', 'GMIX_ARMS', 'GMIX', 'EFFICIENT_ARMS', 'EFFICIENT', 'DISTANCE_ARMS',
@@ -160,8 +160,10 @@ DISTANCE = _recipe('distance', 'RBF distance from past checkpoints against SGD a
 # %% ../nbs/16_recipes.ipynb #250de1f0
 def _train_swwdirvae(run:Run, data:Data, check_only:bool=False) -> dict:
     "The run of the `swwdirvae` recipe: `train_swwdirvae` on the run's configuration"
-    for k in ('epochs', 'clf_epochs', 'bs', 'clf_bs'): check_num(run.cfg[k], k, 1, integer=True)
-    for k in ('lr', 'clf_lr'): check_num(run.cfg[k], k, 0, lo_open=True)
+    cfg = swwdirvae_config(run.cfg)
+    steps = -(-len(data.x_train) // cfg['clf_bs']) * cfg['clf_epochs']
+    if steps < 4: raise ValueError(f"the classifier's one-cycle schedule needs at least 4 optimizer steps, got {steps} "
+                                   f"(clf_epochs × batches of clf_bs={cfg['clf_bs']}); raise clf_epochs or lower clf_bs")
     return {} if check_only else train_swwdirvae(run.cfg, data, run.seed, run.dir, device=run.device)
 
 _vae_preset = lambda p, data, **kw: {**SWWDIRVAE_PRESETS[p], 'data': data, **kw}

@@ -19,7 +19,7 @@ from .sam import SAMCB
 
 # %% auto #0
 __all__ = ['CLASSIFIER_HEADS', 'SWWDIRVAE_PRESETS', 'beta_vae_loss', 'kl_anneal', 'SWWAE', 'BetaSWWDirVAE', 'SWWGaussVAE',
-           'fit_vae', 'knn_error', 'latent_classifier', 'train_two_stage', 'train_swwdirvae']
+           'fit_vae', 'knn_error', 'latent_classifier', 'train_two_stage', 'swwdirvae_config', 'train_swwdirvae']
 
 # %% ../nbs/04_beta_vae.ipynb #f110349c
 def beta_vae_loss(rec:Tensor, # reconstruction loss -E_q[log p(x|z)] (e.g. per-example squared error), any shape
@@ -313,6 +313,7 @@ def _vae_kwargs(cfg:dict, c_in:int, size:int) -> dict:
 
 def _warmup_epochs(cfg:dict) -> int:
     "The KL warm-up of the configuration in epochs: 0 (none), an int (epochs) or a fraction in (0, 1) of `epochs`"
+    check_num(cfg['warmup_epochs'], 'warmup_epochs', 0)
     if cfg['warmup_epochs'] == 0: return 0
     warm = epoch_count(cfg['warmup_epochs'], cfg['epochs'], 'warmup_epochs')
     if warm > cfg['epochs']:
@@ -352,6 +353,17 @@ def _history(hd:list, hg:list, clf:list) -> list[dict]:
     vae = [dict(stage='vae', **d, **{f'gauss_{k}': v for k, v in g.items() if k != 'epoch'}) for d, g in zip(hd, hg)]
     return vae + [dict(r, stage='classifier', epoch=len(hd) + i) for i, r in enumerate(clf)]
 
+def swwdirvae_config(cfg:dict # a preset of `SWWDIRVAE_PRESETS`, possibly with keys overridden
+                    ) -> dict:
+    "The configuration `train_swwdirvae` runs: validated, missing keys from the `cpu` preset, the KL warm-up in epochs"
+    cfg = {**SWWDIRVAE_PRESETS['cpu'], **cfg}
+    for k in ('epochs', 'clf_epochs', 'bs', 'clf_bs', 'latent_dim', 'hidden'): check_num(cfg[k], k, 1, integer=True)
+    for k in ('lr', 'clf_lr', 'alpha'): check_num(cfg[k], k, 0, lo_open=True)
+    check_num(cfg['beta'], 'beta', 0); check_num(cfg['rho'], 'rho', 0, lo_open=True, optional=True)
+    check_choice(cfg['method'], 'method', DIRICHLET_METHODS)
+    check_choice(cfg['clf_head'], 'clf_head', CLASSIFIER_HEADS)
+    return {**cfg, 'warmup_epochs': _warmup_epochs(cfg)}
+
 def train_swwdirvae(cfg:dict, # a preset of `SWWDIRVAE_PRESETS`, possibly with keys overridden
                     data:Data, # the data set the preset names (standardised images and labels)
                     seed:int, # seed of everything
@@ -359,9 +371,7 @@ def train_swwdirvae(cfg:dict, # a preset of `SWWDIRVAE_PRESETS`, possibly with k
                     device=None # training device; `None` picks the best available
                    ) -> dict:
     "β-SWWDirVAE and its Gaussian twin, the kNN errors of their latents (Table 2), the two-stage SAM classifier"
-    cfg = {**SWWDIRVAE_PRESETS['cpu'], **cfg}
-    for k in ('epochs', 'clf_epochs', 'bs', 'clf_bs'): check_num(cfg[k], k, 1, integer=True)
-    warm = _warmup_epochs(cfg)
+    cfg = swwdirvae_config(cfg)
     t0 = time.perf_counter()
     device = default_device(device); out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
     data = data.to(device)
@@ -370,8 +380,8 @@ def train_swwdirvae(cfg:dict, # a preset of `SWWDIRVAE_PRESETS`, possibly with k
     def knn5_acc(m): # the test metric of every VAE epoch
         z_train, z_test = rep(m)
         return dict(test_acc=1 - knn_error(z_train, data.y_train, z_test, data.y_test, 5))
-    fit = dict(epochs=cfg['epochs'], lr=cfg['lr'], bs=cfg['bs'], beta=cfg['beta'], warmup_epochs=warm, seed=seed,
-               device=device, eval_fn=knn5_acc)
+    fit = dict(epochs=cfg['epochs'], lr=cfg['lr'], bs=cfg['bs'], beta=cfg['beta'], warmup_epochs=cfg['warmup_epochs'],
+               seed=seed, device=device, eval_fn=knn5_acc)
     set_seed(seed); dv = BetaSWWDirVAE(**_vae_kwargs(cfg, c_in, size), alpha=cfg['alpha'], method=cfg['method'])
     hd = fit_vae(dv, data, **fit)
     set_seed(seed); gv = SWWGaussVAE(**_vae_kwargs(cfg, c_in, size))

@@ -53,7 +53,7 @@ def test_arms_with_spaces(tmp_path):
     ('efficient', 1, 'arm swa: SWA'), ('distance', 1, 'arm distance:'), ('distance', 5, 'arm snapshot:')])
 def test_paper_presets_validate_every_arm_up_front(tmp_path, recipe, epochs, msg):
     "An arm that cannot train in `--epochs` stops the whole plan within seconds, before anything is trained or written"
-    for name in ('mnist', 'cifar10'): fabricate_dataset(name, tmp_path/'data', 64, 32)
+    for name in ('mnist', 'cifar10'): fabricate_dataset(name, tmp_path/'data', 512, 32)
     t0 = time.time()
     r = flatnb('run', recipe, '--preset', 'paper', '--epochs', epochs, '--data-root', tmp_path/'data', '--out', tmp_path/'out')
     one_line_exit_2(r, msg)
@@ -118,9 +118,11 @@ def test_progress_in_a_terminal_and_quiet_in_a_pipe(tmp_path):
     "Defaults as shipped: a live bar under a TTY (`script` gives the command a real terminal); piped, plain lines"
     if not shutil.which('script'): pytest.skip('needs `script` (util-linux)')
     cmd = ' '.join([sys.executable, '-m', 'flatnb', 'run', 'baseline', '--epochs', '2', '--seeds', '1', '--out', str(tmp_path/'tty')])
-    r = subprocess.run(['script', '-qec', cmd, '/dev/null'], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0 and 'Traceback' not in r.stdout, r.stdout
-    assert '[1/1] baseline/baseline seed 0' in r.stdout and '\r' in r.stdout and 'results:' in r.stdout, r.stdout
+    r = subprocess.run(['script', '-qec', cmd, '/dev/null'], cwd=ROOT, capture_output=True, timeout=600)
+    out = r.stdout.decode()   # bytes: text mode would turn the bar's carriage returns into newlines
+    assert r.returncode == 0 and 'Traceback' not in out, out
+    assert '[1/1] baseline/baseline seed 0' in out and 'epoch 2/2 batch' in out and 'results:' in out, out
+    assert '\r' in out.replace('\r\n', '')   # the live bar redraws its line
     p = flatnb('run', 'baseline', '--epochs', '2', '--seeds', '1', '--out', tmp_path/'pipe')
     assert p.returncode == 0 and '\r' not in p.stdout + p.stderr and '\x1b' not in p.stdout + p.stderr, p.stdout
     lines = p.stdout.strip().splitlines()

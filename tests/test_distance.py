@@ -156,3 +156,21 @@ def test_callback_bad_args(kw):
 
 def test_callback_schedule_checked_at_fit():
     with pytest.raises(ValueError, match='no epoch'): _fit([RBFDistance(start=4)], n=4)
+
+
+def test_penalty_added_right_before_the_step():
+    "The gradient is added in `before_step`: `after_backward` still sees the loss's gradient alone, `before_step` both"
+    class Spy(Callback):
+        order = 5   # after RBFDistance (0)
+        def __init__(self): self.rows = []
+        def after_backward(self, learn): self.g = [p.grad.clone() for p in learn.model.parameters()]
+        def before_step(self, learn):
+            rbf = learn.cb(RBFDistance)
+            if not rbf.checkpoints: return
+            th = [p.detach().clone().requires_grad_() for p in learn.model.parameters()]
+            pen = torch.autograd.grad(rbf_penalty(th, rbf.checkpoints, rbf.sigmas, rbf.strength), th)
+            ps = learn.model.parameters()
+            self.rows.append(max(float((p.grad - g - q).abs().max()) for p, g, q in zip(ps, self.g, pen)))
+    spy = Spy()
+    _fit([RBFDistance(strength=1.0, sigma=0.5, start=2), spy])
+    assert len(spy.rows) == 8 and max(spy.rows) < 1e-6

@@ -20,6 +20,7 @@ def test_two_processes_match_one(tmp_path, opt):
     for k in a['weights']: torch.testing.assert_close(b['weights'][k], a['weights'][k], atol=1e-5, rtol=0)
     for ra, rb in zip(a['history'], b['history']):   # metrics reduced over ranks = the one-process metrics
         assert abs(ra['test_acc'] - rb['test_acc']) < 1e-6 and abs(ra['train_loss'] - rb['train_loss']) < 1e-4
+        assert abs(ra['clean_train_acc'] - rb['clean_train_acc']) < 1e-6
 
 def test_per_rank_sam_is_m_sharpness(tmp_path):
     "SAMCB(sync=False) on 2 ranks = one process that perturbs each half of every batch separately (m-sharpness, m = B/2)"

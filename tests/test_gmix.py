@@ -6,7 +6,8 @@ from conftest import restore_and_sgd_step_
 from torch import nn
 import torch.nn.functional as F
 from flatnb.sam import SAM, frozen_bn_stats
-from flatnb.gmix import gmix_step, GMix, GMixOut
+from functools import partial
+from flatnb.gmix import gmix_step, GMix, GMixOut, GMixStep
 from flatnb.mixup import MixUp
 from flatnb.learner import Learner, OneCycle, simple_cnn
 from flatnb.core import digits
@@ -140,7 +141,7 @@ def test_random_draws_when_not_given():
 @pytest.mark.parametrize('ratio', [0, 0.0, -0.1, 1.0001, 2, float('nan'), float('inf'), None, '0.5'])
 def test_bad_ratio_raises(ratio):
     x, y, perm = batch(); m = net()
-    with pytest.raises(ValueError, match=r'ratio must be in \(0, 1\]'):
+    with pytest.raises(ValueError, match=r'ratio must be a finite number in \(0, 1\]'):
         gmix_step(m, make_opt(m), x, y, mode='bg', ratio=ratio)
     with pytest.raises(ValueError, match='ratio'): GMix('bg', ratio=ratio)
 
@@ -153,7 +154,74 @@ def test_other_bad_arguments():
     with pytest.raises(ValueError, match='lam'): gmix_step(m, o, x, y, lam=-0.1, perm=perm)
     with pytest.raises(ValueError, match='dg_weight'): gmix_step(m, o, x, y, mode='dg', dg_weight=float('nan'))
     with pytest.raises(ValueError, match='rho'): GMix(rho=0)
-    with pytest.raises(ValueError, match='mode'): GMix('x')
+    with pytest.raises(ValueError, match="unknown mode 'x'"): GMix('x')
+    with pytest.raises(ValueError, match='alpha'): GMix(alpha=0)
+    with pytest.raises(ValueError, match='dg_weight'): GMix('dg', dg_weight=-1)
+
+
+def test_one_set_of_defaults():
+    "gmix_step and GMix take their hyper-parameters' defaults from the step class, GMixStep"
+    import inspect
+    step = inspect.signature(GMixStep).parameters
+    for f in (gmix_step, GMix):
+        ps = inspect.signature(f).parameters
+        assert {k: ps[k].default for k in step} == {k: v.default for k, v in step.items()}, f
+
+
+def test_sensitivities_in_float64():
+    "A float64 model gets float64 sensitivities, equal to a float64 brute-force computation to 1e-12"
+    x, y, perm = batch(); x = x.double(); lam = 0.3
+    m = net().double(); ref = copy.deepcopy(m)
+    out = gmix_step(m, make_opt(m), x, y, mode='bg', lam=lam, perm=perm)
+    assert out.sensitivity.dtype == torch.float64
+    xm = lam * x + (1 - lam) * x[perm]
+    def per_example(model):   # one example at a time from the batch's log-softmax (BatchNorm sees the batch)
+        logp = model(xm).log_softmax(-1)
+        return torch.stack([-(lam * logp[i, y[i]] + (1 - lam) * logp[i, y[perm[i]]]) for i in range(B)])
+    l0 = per_example(ref); g = torch.autograd.grad(l0.mean(), list(ref.parameters()))
+    norm = math.sqrt(sum(float((gi * gi).sum()) for gi in g))
+    with torch.no_grad():
+        for p, gi in zip(ref.parameters(), g): p += 0.1 * gi / norm
+        l1 = per_example(ref)
+    torch.testing.assert_close(out.sensitivity, l1 - l0.detach(), atol=1e-12, rtol=0)
+
+
+def test_dg_replays_dropout_in_its_second_forward():
+    "DG-Mix forwards twice at w+ε; with dropout both draw the same masks: the step of one forward backpropagated twice"
+    def drop_net():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Flatten(), nn.Linear(192, 16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, 4))
+    x, y, perm = batch(); lam = 0.6
+    m, ref = drop_net(), drop_net(); w = [p.detach().clone() for p in m.parameters()]
+    torch.manual_seed(1)
+    gmix_step(m, SAM(m.parameters(), torch.optim.SGD, rho=0.1, lr=1.0), x, y, mode='dg', lam=lam, perm=perm)
+    torch.manual_seed(1)
+    xm, ps = lam * x + (1 - lam) * x[perm], list(ref.parameters())
+    def per_example():
+        ce = partial(F.cross_entropy, ref(xm), reduction='none')
+        return lam * ce(y) + (1 - lam) * ce(y[perm])
+    l0 = per_example(); g = torch.autograd.grad(l0.mean(), ps)
+    norm = math.sqrt(sum(float((gi * gi).sum()) for gi in g))
+    with torch.no_grad():
+        for p, gi in zip(ps, g): p += 0.1 * gi / norm
+    l1 = per_example()
+    S = torch.argsort((l1 - l0).detach(), descending=True)[:B // 2]; L = torch.ones(B, dtype=torch.bool); L[S] = False
+    gS = torch.autograd.grad(l1[S].mean(), ps, retain_graph=True); gL = torch.autograd.grad(l1[L].mean(), ps)
+    c = sum(float((a * b).sum()) for a, b in zip(gL, gS)) / sum(float((a * a).sum()) for a in gS)
+    for wi, p, a, b in zip(w, m.parameters(), gS, gL):
+        torch.testing.assert_close(wi - p.detach(), a + (b - c * a), atol=1e-6, rtol=1e-5)
+
+
+def test_dg_trains_under_torch_compile():
+    "DG-Mix with `Learner(compile=True)` (issue 11.4: no compiled graph is backpropagated twice) = the eager run"
+    def run(compile):
+        torch.manual_seed(0)
+        return Learner(simple_cnn(widths=(4,)), digits(8, n_train=40), opt=partial(torch.optim.SGD, lr=0.1),
+                       cbs=[GMix('dg', rho=0.05)], bs=20, compile=compile, progress=False).fit(2)
+    compiled, eager = run(True), run(False)
+    assert all(math.isfinite(r['train_loss']) for r in compiled.history)
+    for a, b in zip(compiled.model.state_dict().values(), eager.model.state_dict().values()):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
 def test_failure_in_second_pass_restores_weights():
@@ -162,7 +230,7 @@ def test_failure_in_second_pass_restores_weights():
     calls = {'n': 0}
     def loss(preds, t, reduction='mean'):
         calls['n'] += 1
-        if calls['n'] > 2: raise RuntimeError('boom')  # the first pass calls it twice (two labels), the second pass fails
+        if calls['n'] > 2: raise RuntimeError('boom')  # the first pass calls it twice (two labels), the second fails
         return F.cross_entropy(preds, t, reduction=reduction)
     with pytest.raises(RuntimeError, match='boom'): gmix_step(m, o, x, y, loss_func=loss, lam=0.5, perm=perm)
     for p, wi in zip(m.parameters(), w): assert torch.equal(p.detach(), wi)

@@ -5,7 +5,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # a 2-epoch fit with the DEFAULT settings (no `progress=` argument)
-CODE = 'from flatnb.core import digits; from flatnb.learner import Learner, simple_cnn; Learner(simple_cnn(), digits(8)).fit(2)'
+CODE = ('from flatnb.core import digits; from flatnb.learner import Learner, simple_cnn; '
+        'Learner(simple_cnn(), digits(8)).fit(2)')
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
 
 def run(cmd:list) -> tuple[int, str, str]:
@@ -28,7 +29,9 @@ def test_default_bar_in_a_jupyter_kernel(monkeypatch):
     nbformat, nbclient = pytest.importorskip('nbformat'), pytest.importorskip('nbclient')
     monkeypatch.setenv('OMP_NUM_THREADS', '1')
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(CODE.replace('; ', '\n'))])
-    nbclient.NotebookClient(nb, timeout=300, kernel_name='python3', resources={'metadata': {'path': str(ROOT)}}).execute()
+    run_in = dict(metadata=dict(path=str(ROOT)))
+    client = nbclient.NotebookClient(nb, timeout=300, kernel_name='python3', resources=run_in)
+    client.execute()
     outs = nb.cells[0].outputs
     assert not [o for o in outs if o.output_type == 'error'], outs
     assert not any('Traceback' in o.get('text', '') for o in outs), outs

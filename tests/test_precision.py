@@ -80,7 +80,8 @@ def check(name, config, tmp_path, hook=True):
     set_seed(0); w0 = [p.detach().clone() for p in TECHNIQUES[name][0]().parameters()]
     ref = fit(name, config, tmp_path/'a.pt', hook=hook)
     h = ref.history
-    assert len(h) == 2 and all(math.isfinite(r[k]) for r in h for k in ('train_loss', 'test_loss', 'clean_train_loss')), h
+    losses = [r[k] for r in h for k in ('train_loss', 'test_loss', 'clean_train_loss')]
+    assert len(h) == 2 and all(map(math.isfinite, losses)), h
     assert all(not torch.equal(a, b) for a, b in zip(w0, ref.model.parameters()) if a.ndim >= 2), 'weights did not move'
     probe = ref.cb(Probe)
     assert probe.dtypes == {torch.bfloat16 if amp else torch.float32}, probe.dtypes
@@ -98,11 +99,8 @@ def check(name, config, tmp_path, hook=True):
 @pytest.mark.parametrize('name', TECHNIQUES)
 def test_technique(name, config, tmp_path): check(name, CONFIGS[config], tmp_path)
 
-DG_COMPILE = pytest.mark.xfail(reason="GMix 'dg' under torch.compile: a second backward through donated buffers "
-                                      "(retain_graph); being fixed in nbs/07_gmix.ipynb", strict=False)
-
 @pytest.mark.slow
-@pytest.mark.parametrize('name', [pytest.param(n, marks=DG_COMPILE) if n == 'gmix-dg' else n for n in TECHNIQUES])
+@pytest.mark.parametrize('name', TECHNIQUES)
 def test_technique_compiled(name, tmp_path):
     "torch.compile (inductor on the CPU) with bf16 and channels_last; the input hook is left out of the compiled graph"
     check(name, dict(amp=True, channels_last=True, compile=True), tmp_path, hook=False)

@@ -18,8 +18,8 @@ CASES = [('baseline', 'paper', 1, []),
          ('efficient', 'paper-cifar10', 4, []),
          ('distance', 'paper', 6, []),
          ('distance', 'paper-mobilenet_v2', 6, ['--arms', 'distance-3,snapshot']),
-         ('swwdirvae', 'paper', 1, ['--set', 'clf_epochs=1']),
-         ('swwdirvae', 'paper-cifar100', 1, ['--set', 'clf_epochs=1', '--arms', 'implicit'])]
+         ('swwdirvae', 'paper', 1, ['--set', 'clf_epochs=1', '--set', 'clf_bs=8']),
+         ('swwdirvae', 'paper-cifar100', 1, ['--set', 'clf_epochs=1', '--set', 'clf_bs=8', '--arms', 'implicit'])]
 SHARP = ['--set', 'hessian_examples=32', '--set', 'hessian_bs=16', '--set', 'hessian_iters=2']
 
 def test_every_paper_preset_is_covered():

@@ -8,7 +8,7 @@ from torch import nn
 
 from flatnb.core import digits, set_seed
 from flatnb.learner import Learner, Callback, Checkpoint, CancelFitException, OneCycle, simple_cnn
-from flatnb.swa import SWA, recompute_bn, evaluate
+from flatnb.swa import SWA, CyclicSWA, recompute_bn, evaluate
 
 
 class _Rec(Callback):
@@ -95,7 +95,7 @@ def test_linear_anneal_without_onecycle():
 
 
 def test_cyclical():
-    learn, rec = _fit([SWA(start=2, cycle=2, max_lr=0.1, swa_lr=0.02)])
+    learn, rec = _fit([CyclicSWA(start=2, cycle=2, max_lr=0.1, swa_lr=0.02)])
     c = 8
     assert rec.lrs[8:] == pytest.approx([(1 - t) * 0.1 + t * 0.02 for t in [((i - 1) % c + 1) / c for i in range(1, 17)]])
     assert learn.cb(SWA).captures == [3, 5]
@@ -103,7 +103,8 @@ def test_cyclical():
         torch.testing.assert_close(p.detach(), (rec.snaps[3][i] + rec.snaps[5][i]) / 2, atol=1e-6, rtol=1e-6)
 
 
-@pytest.mark.parametrize("mk", [lambda: SWA(start=3, swa_lr=0.05, anneal_epochs=1), lambda: SWA(start=2, cycle=2)])
+@pytest.mark.parametrize("mk", [lambda: SWA(start=3, swa_lr=0.05, anneal_epochs=1), lambda: SWA(start=3),
+                                lambda: CyclicSWA(start=2, cycle=2), lambda: CyclicSWA(start=2, cycle=1, max_lr=0.3)])
 def test_resume_exact(tmp_path, mk):
     ref, _ = _fit([mk(), Checkpoint(tmp_path / 'a.pt')])
     _fit([mk(), Checkpoint(tmp_path / 'b.pt'), _Stop(3)])
@@ -126,9 +127,28 @@ def test_recompute_bn_on_given_batches():
 
 
 @pytest.mark.parametrize("kw", [dict(start=1.0), dict(start=0), dict(start=-0.5), dict(swa_lr=0.0), dict(swa_lr=float('inf')),
-                                dict(anneal_epochs=-1), dict(anneal_strategy='exp'), dict(cycle=0), dict(max_lr=0.1)])
+                                dict(anneal_epochs=-1), dict(anneal_strategy='exp')])
 def test_bad_args(kw):
-    with pytest.raises(ValueError): SWA(**kw)
+    with pytest.raises(ValueError, match=next(iter(kw))): SWA(**kw)
+
+
+@pytest.mark.parametrize("kw", [dict(cycle=0), dict(cycle=2.0), dict(max_lr=0.0), dict(swa_lr=-1.0),
+                                dict(start=1.5)])
+def test_bad_cyclic_args(kw):
+    with pytest.raises(ValueError, match=next(iter(kw))): CyclicSWA(**kw)
+
+
+def test_cyclic_defaults_from_the_lr_at_the_start():
+    "α1 = the LR when the SWA phase starts (OneCycle's), α2 = α1/10; captures after each cycle of one epoch"
+    learn, rec = _fit([CyclicSWA(start=4)])
+    oc_opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.2, momentum=0.9)
+    sch = torch.optim.lr_scheduler.OneCycleLR(oc_opt, max_lr=0.2, total_steps=24, pct_start=0.25, div_factor=25.,
+                                              final_div_factor=1e4)
+    for _ in range(16): oc_opt.step(); sch.step()
+    a1 = oc_opt.param_groups[0]['lr']   # OneCycle's LR after the 16 steps of 4 epochs
+    ts = [((i - 1) % 4 + 1) / 4 for i in range(1, 9)]
+    assert rec.lrs[16:] == pytest.approx([(1 - t) * a1 + t * a1 / 10 for t in ts])
+    assert learn.cb(SWA).captures == [4, 5]
 
 
 def test_start_too_late():

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from flatnb.core import Data, digits
 from flatnb.softpool import soft_pool2d, soft_unpool2d
 from flatnb.vae import (SWWAE, BetaSWWDirVAE, SWWGaussVAE, knn_error, fit_vae, train_two_stage, train_swwdirvae,
-                        SWWDIRVAE_PRESETS, kl_anneal, beta_vae_loss)
+                        SWWDIRVAE_PRESETS, swwdirvae_config, kl_anneal, beta_vae_loss)
 
 @pytest.fixture(scope='module')
 def small():
@@ -103,6 +103,8 @@ def test_train_swwdirvae_stage_lengths_come_from_the_configuration(tmp_path, sma
                      (dict(epochs=3, warmup_epochs=4), 'warmup_epochs \\(4\\) exceeds epochs \\(3\\)'),
                      (dict(warmup_epochs=1.5), 'warmup_epochs as a fraction')):
         with pytest.raises(ValueError, match=msg): train_swwdirvae({**cfg, **bad}, small, seed=0, out_dir=tmp_path)
+    assert swwdirvae_config({**SWWDIRVAE_PRESETS['paper'], 'epochs': 3})['warmup_epochs'] == 1 # 0.1 of the epochs, >= 1
+    assert swwdirvae_config(SWWDIRVAE_PRESETS['cpu'])['warmup_epochs'] == 5
 
 def test_paper_preset_code_path_on_fabricated_cifar100(tmp_path):
     "The paper preset as shipped (EfficientNet-B0 head, widths 64-256, K = 50) on 64 + 32 CIFAR-100-shaped images, CPU"
