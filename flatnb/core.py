@@ -5,7 +5,7 @@
 # %% ../nbs/00_core.ipynb #cd52050a
 from __future__ import annotations
 import os, random, math, shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 import numpy as np

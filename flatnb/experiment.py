@@ -297,10 +297,10 @@ def run(recipe:Recipe, # the recipe (see `flatnb.recipes.RECIPES`)
             if rank == 0:
                 run_dir.mkdir(parents=True, exist_ok=True)
                 atomic_write_text(run_dir/'config.json', json.dumps(c, indent=1, default=str))
-            barrier()
+            barrier(); t0 = time.perf_counter()
             res = recipe.train(Run(recipe, arm, seed, c, run_dir, device, title if show else None), data)
             if rank == 0: atomic_write_text(res_file, json.dumps(dict(config=c, result=res), default=str))
-            barrier(); note = f"train {res['train_s']:.1f}s, eval {res['eval_s']:.1f}s"
+            barrier(); note = f"{time.perf_counter() - t0:.1f}s"
         rows.append(dict(arm=arm, seed=seed, epochs=c['epochs'], **res))
         if log: log(f"[{i+1}/{len(todo)}] {recipe.name}/{arm} seed {seed}: test_acc {res['test_acc']:.4f} ({note})")
     if rank == 0:

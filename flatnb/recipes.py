@@ -152,7 +152,7 @@ _d_paper = lambda model: dict(data='cifar10', model=model, epochs=300, bs=128, l
 DISTANCE = _recipe('distance', 'RBF distance from past checkpoints against SGD and warm restarts (002)',
     presets={'cpu': dict(data='digits', data_kw=dict(size=16, n_train=600, label_noise=0.2), model='simple_cnn',
                          epochs=16, bs=64, lr=0.05, wd=1e-3, strength=1.0, sigma_scale=1.0, distance_start=0.25,
-                         distance_every=1, cycles=4, seeds=3,
+                         distance_every=1, cycles=4, seeds=5,
                          extra_metrics=('sharpness',), hessian_examples=256, hessian_iters=10),
              'paper': _d_paper('resnet20'), 'paper-mobilenet_v2': _d_paper('mobilenet_v2')},
     arms=DISTANCE_ARMS)

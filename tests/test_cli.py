@@ -136,3 +136,12 @@ def test_import_without_network():
             "flatnb.core.digits(8)\n")
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+def test_dgmix_trains_under_compile(tmp_path):
+    "DG-Mix back-propagates two forwards at w+ε; under torch.compile that must not reuse a compiled graph's buffers"
+    r = flatnb('run', 'gmix', '--arms', 'dgmix', '--compile', '--epochs', '1', '--seeds', '1', '--limit', '256',
+               '--no-sharpness', '--out', tmp_path/'o')
+    assert r.returncode == 0, r.stderr[-3000:]
+    row = read_csv(tmp_path/'o'/'results.csv')[0]
+    assert row['arm'] == 'dgmix' and 0 <= float(row['test_acc']) <= 1 and 'hessian_top_eig' not in row
+    assert '"compile": true' in next((tmp_path/'o'/'runs').glob('dgmix-seed0-*/config.json')).read_text()

@@ -54,3 +54,13 @@ def test_modules_import_one_way_and_nothing_private():
 def test_one_way_to_validate():
     idiom = 'isinstance(v, bool) or not isinstance'
     assert not [p.name for p in MODULES if idiom in p.read_text()]
+
+def stored_markdown(nb, startswith):
+    "The Markdown output stored by the code cell of `nb` whose source starts with `startswith`"
+    cell = next(c for c in json.load(open(nb))['cells'] if ''.join(c['source']).startswith(startswith))
+    return ''.join(next(o['data']['text/markdown'] for o in cell['outputs'] if 'text/markdown' in o.get('data', {})))
+
+def test_index_table_is_the_experiment_notebooks():
+    "The results table in the README is the one `21_exp_gmix` computed, not a hand copy that went stale"
+    cells = [''.join(c['source']) for c in json.load(open(ROOT/'nbs'/'index.ipynb'))['cells']]
+    assert stored_markdown(ROOT/'nbs'/'21_exp_gmix.ipynb', "rows = run(RECIPES['gmix']") in cells
