@@ -43,14 +43,7 @@ def reference_sam(model, data, rho, lr, momentum, wd, adaptive=False):
     return model
 
 
-def run_sam(model, data, **kw):
-    opt = SAM(model.parameters(), torch.optim.SGD, **kw)
-    for x, y in data:
-        F.cross_entropy(model(x), y).backward()
-        opt.first_step(zero_grad=True)
-        with frozen_bn_stats(model): F.cross_entropy(model(x), y).backward()
-        opt.second_step(zero_grad=True)
-    return model
+def run_sam(model, data, **kw): return _run(model, data, SAM(model.parameters(), torch.optim.SGD, **kw))
 
 
 @pytest.mark.parametrize('adaptive,rho', [(False, 0.05), (False, 0.5), (True, 0.5)])
@@ -80,6 +73,7 @@ def test_step_closure_equals_two_steps():
 
 
 def _run(model, data, opt):
+    "SAM's two steps per batch, the second pass with frozen BatchNorm statistics"
     for x, y in data:
         F.cross_entropy(model(x), y).backward()
         opt.first_step(zero_grad=True)
