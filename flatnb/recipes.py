@@ -162,8 +162,9 @@ def _train_swwdirvae(run:Run, data:Data, check_only:bool=False) -> dict:
     "The run of the `swwdirvae` recipe: `train_swwdirvae` on the run's configuration"
     cfg = swwdirvae_config(run.cfg)
     steps = -(-len(data.x_train) // cfg['clf_bs']) * cfg['clf_epochs']
-    if steps < 4: raise ValueError(f"the classifier's one-cycle schedule needs at least 4 optimizer steps, got {steps} "
-                                   f"(clf_epochs × batches of clf_bs={cfg['clf_bs']}); raise clf_epochs or lower clf_bs")
+    if steps < 4:
+        raise ValueError(f"the classifier's one-cycle schedule needs at least 4 optimizer steps, got {steps} "
+                         f"(clf_epochs × batches of clf_bs={cfg['clf_bs']}); raise clf_epochs or lower clf_bs")
     return {} if check_only else train_swwdirvae(run.cfg, data, run.seed, run.dir, device=run.device)
 
 _vae_preset = lambda p, data, **kw: {**SWWDIRVAE_PRESETS[p], 'data': data, **kw}

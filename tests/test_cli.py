@@ -94,8 +94,8 @@ def test_interrupt_and_resume_equals_uninterrupted(tmp_path, reference, sig):
                          text=True)
     ckpts = lambda: list((out/'runs').glob('baseline-seed1-*/ckpt.pt')) if (out/'runs').exists() else []
     t0 = time.time()   # interrupt during the second run, after some of its epochs
-    while not ckpts() and time.time() - t0 < 300 and p.poll() is None: time.sleep(0.05)
-    time.sleep(0.3)
+    while not ckpts() and time.time() - t0 < 300 and p.poll() is None: time.sleep(0.02)
+    assert p.poll() is None, 'the run ended before it could be interrupted'
     p.send_signal(sig); _, err = p.communicate(timeout=60)
     if sig == signal.SIGINT:
         assert p.returncode == 130, (p.returncode, err)

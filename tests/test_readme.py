@@ -38,6 +38,9 @@ def test_shell_lines_run(cwd, line):
         assert args[2] in ('run', 'test', 'readme', 'lab'); return
     if args[0] == 'torchrun':
         assert args[args.index('-m') + 1] == 'flatnb' and 'run' in args; return
+    if args[0] in ('python', 'python3') and args[1] == '-c':
+        r = subprocess.run([sys.executable, *args[1:]], cwd=cwd, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr; return
     if args[0] == 'flatnb': args = args[1:]
     elif args[:3] == ['python', '-m', 'flatnb']: args = args[3:]
     else: pytest.fail(f'unexpected command in README: {line}')

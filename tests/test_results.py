@@ -118,3 +118,10 @@ def test_show_results_displays_each_once(tmp_path, monkeypatch):
     write_results(ROWS[:6], tmp_path, 'two arms')
     show_results(tmp_path)
     assert shown == ['Markdown', 'Image']
+
+
+@pytest.fixture(autouse=True)
+def _no_stray_figures():
+    "Other tests in this process may leave figures open: these tests count only their own"
+    import matplotlib.pyplot as plt
+    plt.close('all'); yield
