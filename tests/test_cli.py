@@ -90,8 +90,9 @@ def same_numbers(a, b):
 @pytest.mark.parametrize('sig', [signal.SIGKILL, signal.SIGINT])
 def test_interrupt_and_resume_equals_uninterrupted(tmp_path, reference, sig):
     out = tmp_path/'out'
+    # a shell's background job inherits SIGINT ignored, and Python keeps it so: restore the default, as a terminal has it
     p = subprocess.Popen([*FLATNB, *ARGS, '--out', str(out)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                         text=True)
+                         text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     ckpts = lambda: list((out/'runs').glob('baseline-seed1-*/ckpt.pt')) if (out/'runs').exists() else []
     t0 = time.time()   # interrupt during the second run, after some of its epochs
     while not ckpts() and time.time() - t0 < 300 and p.poll() is None: time.sleep(0.02)
