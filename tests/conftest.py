@@ -1,6 +1,7 @@
 import os, subprocess, sys
 from pathlib import Path
 import pytest, torch
+from flatnb.learner import Callback, CancelFitException
 
 ROOT = Path(__file__).resolve().parents[1]
 FLATNB = [sys.executable, '-m', 'flatnb']
@@ -21,3 +22,10 @@ def restore_and_sgd_step_(model, stats, params, w, d, bufs, lr, momentum, wd):
             di = di + wd * wi
             bufs[i] = di.clone() if bufs[i] is None else momentum * bufs[i] + di
             p.copy_(wi - lr * bufs[i])
+
+class StopAfter(Callback):
+    "Simulate a crash: end the fit after epoch `n` (the checkpoint of that epoch is written)"
+    order = 200
+    def __init__(self, n): self.n = n
+    def after_epoch(self, learn):
+        if learn.epoch == self.n: raise CancelFitException()

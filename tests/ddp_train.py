@@ -4,14 +4,9 @@ from functools import partial
 import torch
 from torch import nn
 from flatnb.core import digits, set_seed, init_distributed, is_main_process
-from flatnb.learner import Learner, Callback, Checkpoint, CancelFitException
+from conftest import StopAfter
+from flatnb.learner import Learner, Checkpoint
 
-class StopAfter(Callback):
-    "Simulate a crash: end the fit after epoch `n` (the checkpoint of that epoch is written)"
-    order = 200
-    def __init__(self, n): self.n = n
-    def after_epoch(self, learn):
-        if learn.epoch == self.n: raise CancelFitException()
 
 def msam_reference(model, out, epochs, rho=0.05):
     from flatnb.core import DeviceLoader, cross_entropy

@@ -5,7 +5,8 @@ from functools import partial
 import pytest, torch
 import torch._dynamo
 from flatnb.core import Data, digits, set_seed
-from flatnb.learner import Learner, Callback, Checkpoint, CancelFitException, simple_cnn, cosine_restarts
+from conftest import StopAfter
+from flatnb.learner import Learner, Callback, Checkpoint, simple_cnn, cosine_restarts
 from flatnb.sam import SAMCB
 from flatnb.mixup import MixUp, Cutout
 from flatnb.gmix import GMix
@@ -59,12 +60,6 @@ class Probe(Callback):
     def after_fit(self, learn):
         if self.handle is not None: self.handle.remove()
 
-class StopAfter(Callback):
-    "Simulate a crash after epoch `n` (its checkpoint is written)"
-    order = 200
-    def __init__(self, n): self.n = n
-    def after_epoch(self, learn):
-        if learn.epoch == self.n: raise CancelFitException()
 
 def fit(name, config, ckpt=None, stop=None, seed=0, hook=True) -> Learner:
     model, cbs = TECHNIQUES[name]
