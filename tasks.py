@@ -2,7 +2,7 @@
 """The two commands of the README, and the chores behind them. Needs only Python 3.11+ and pip.
 
     python3 tasks.py run      # the main job: `flatnb run gmix --preset cpu` on the embedded digits data
-    python3 tasks.py test     # the whole test suite: nbdev_test, then pytest
+    python3 tasks.py test     # the whole test suite: nbdev_test, then pytest (both run; a summary at the end)
 
 Each creates (or reuses) .venv/ and installs exactly what it needs: the runtime requirements of settings.ini for
 `run`, plus the development ones for `test`. Also:
@@ -10,7 +10,7 @@ Each creates (or reuses) .venv/ and installs exactly what it needs: the runtime 
     python3 tasks.py readme   # regenerate README.md from nbs/index.ipynb (Quarto-free)
     python3 tasks.py lab      # open the notebooks in JupyterLab
 """
-import configparser, hashlib, os, shlex, subprocess, sys, venv
+import configparser, hashlib, os, re, shlex, subprocess, sys, time, venv
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -36,6 +36,34 @@ def ensure_venv(dev:bool):
     for old in VENV.glob('.installed-*'): old.unlink()
     stamp.touch()
 
+def step(name, *cmd, env):
+    "One step of the test command, its output shown as it comes; return (name, exit status, seconds, output lines)"
+    print('+', ' '.join(map(str, cmd)), flush=True); t0 = time.time()
+    p = subprocess.Popen([str(c) for c in cmd], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True, bufsize=1)
+    lines = []
+    for line in p.stdout: sys.stdout.write(line); sys.stdout.flush(); lines.append(line.rstrip('\n'))
+    return name, p.wait(), time.time() - t0, lines
+
+def slowest(lines, n=8):
+    "The slowest notebooks (nbdev_test --timing) and tests (pytest --durations) named in a step's output"
+    nbs = [l for l in lines if re.fullmatch(r'\S+\.ipynb: \d+ secs', l)][:n]
+    i = next((k for k, l in enumerate(lines) if 'slowest' in l and 'durations' in l), None)
+    tests = [l for l in lines[i + 1:] if re.match(r'\d+\.\d+s ', l)][:n] if i is not None else []
+    return nbs + tests
+
+def test(args, env):
+    "Every step, even after a failure; then the slowest notebooks and tests, which steps failed, and the exit status"
+    t0 = time.time(); ensure_venv(dev=True); install_s = time.time() - t0
+    steps = [step('nbdev_test', BIN/'nbdev_test', '--n_workers', '2', '--timing', env={**env, 'OMP_NUM_THREADS': '1'}),
+             step('pytest', BIN/'python', '-m', 'pytest', '-q', '--durations', '10', 'tests', *args, env=env)]
+    print(f"\n=== slowest notebooks and tests ===", *(f'  {l}' for s in steps for l in slowest(s[3])), sep='\n')
+    print(f"=== summary (install {install_s:.0f}s) ===")
+    for name, rc, secs, _ in steps: print(f"  {name}: {'passed' if rc == 0 else f'FAILED (exit {rc})'} in {secs:.0f}s")
+    failed = [name for name, rc, *_ in steps if rc]
+    print(f"  {'failed: ' + ', '.join(failed) if failed else 'all passed'}, {time.time() - t0:.0f}s in all", flush=True)
+    sys.exit(1 if failed else 0)
+
 def readme():
     "README.md from nbs/index.ipynb, without Quarto"
     sh(BIN/'jupyter', 'nbconvert', '--to', 'markdown', '--log-level', 'WARN', '--TemplateExporter.exclude_input_prompt=True',
@@ -46,10 +74,7 @@ def main(argv):
     env = {**os.environ, 'PATH': f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     if cmd == 'run':
         ensure_venv(dev=False); sh(*MAIN_JOB, *argv[2:], env=env)
-    elif cmd == 'test':
-        ensure_venv(dev=True)
-        sh(BIN/'nbdev_test', '--n_workers', '2', '--timing', env={**env, 'OMP_NUM_THREADS': '1'})   # 2 notebooks at once, 1 thread each: no oversubscription
-        sh(BIN/'python', '-m', 'pytest', '-q', 'tests', *argv[2:], env=env)
+    elif cmd == 'test': test(argv[2:], env)   # nbdev_test: 2 notebooks at once, 1 thread each (no oversubscription)
     elif cmd == 'readme': ensure_venv(dev=True); readme()
     elif cmd == 'lab': ensure_venv(dev=True); sh(BIN/'jupyter', 'lab', 'nbs', env=env)
     else: print(__doc__); sys.exit(2)

@@ -46,6 +46,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument('--set', action='append', default=[], metavar='KEY=VALUE', dest='settings',
                    help="override a setting of the preset, e.g. --set lr=0.05 --set hessian_bs=16 (repeatable)")
     r.add_argument('--limit', type=int, help="keep only the first N training and test examples (a quick smoke test)")
+    r.add_argument('--threads', type=int, help="CPU threads of each run (default 1; recorded in its config.json)")
+    r.add_argument('--jobs', type=int, help="runs trained at once, in worker processes (default: the cores / --threads, "
+                                            "at most the runs left; 1 on a GPU)")
     r.add_argument('--dry-run', action='store_true', help="check settings, data and every arm, then stop")
     r.add_argument('--no-sharpness', action='store_true', help="skip the Hessian sharpness measurement")
     r.add_argument('--compile', action='store_true', help="torch.compile the model")
@@ -60,13 +63,14 @@ def parser() -> argparse.ArgumentParser:
 # %% ../nbs/17_cli.ipynb #f0299d14
 def settings(a:argparse.Namespace # parsed arguments of `flatnb run`
             ) -> dict:
-    "The `overrides` of `run` from `--set`, `--no-sharpness` and `--compile`"
+    "The `overrides` of `run` from `--set`, `--threads`, `--no-sharpness` and `--compile`"
     if a.recipe not in RECIPES: raise UsageError(f"unknown recipe {a.recipe!r}; choose from {', '.join(RECIPES)}")
     out = dict(parse_setting(s) for s in a.settings)
     preset = RECIPES[a.recipe].presets.get(a.preset, {})
     if a.no_sharpness and 'sharpness' in preset.get('extra_metrics', ()):
         out['extra_metrics'] = tuple(m for m in preset['extra_metrics'] if m != 'sharpness')
     if a.compile: out['compile'] = True
+    if a.threads is not None: out['threads'] = a.threads
     return out
 
 # %% ../nbs/17_cli.ipynb #3ac84226
@@ -82,7 +86,7 @@ def main(argv:list|None=None # the arguments; `None`: `sys.argv[1:]`
         arms = [s.strip() for s in a.arms.split(',') if s.strip()] if a.arms else None
         overrides = settings(a)
         run(RECIPES[a.recipe], a.preset, a.out, a.epochs, a.seeds, a.device, arms, a.data_root, a.progress,
-            backend=a.backend, overrides=overrides, limit=a.limit, dry_run=a.dry_run)
+            backend=a.backend, overrides=overrides, limit=a.limit, dry_run=a.dry_run, jobs=a.jobs)
     except (UsageError, DataError) as e: _fail(str(e))
     except NonFiniteLossError as e: _fail(str(e), 1)
     except KeyboardInterrupt:

@@ -4,9 +4,12 @@
 
 # %% ../nbs/15_experiment.ipynb #5d2a7b8f
 from __future__ import annotations
-import ast, hashlib, inspect, json, sys, time
+import ast, ctypes, hashlib, inspect, json, multiprocessing, os, signal, subprocess, sys, time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import chain
 from pathlib import Path
 from typing import Callable
 import torch
@@ -15,9 +18,10 @@ from .learner import *
 from .results import *
 
 # %% auto #0
-__all__ = ['ROLES', 'CLASSIFIER_DEFAULTS', 'Plan', 'Technique', 'check_arm', 'plan_arm', 'Run', 'classifier_learner',
-           'train_classifier', 'Recipe', 'arm_config', 'run_key', 'UsageError', 'parse_setting', 'resolve',
-           'writable_dir', 'run']
+__all__ = ['ROLES', 'CLASSIFIER_DEFAULTS', 'RUN_DEFAULTS', 'LIMIT_CAPS', 'FP_PATHS', 'Plan', 'Technique', 'check_arm', 'plan_arm',
+           'Run', 'classifier_learner', 'train_classifier', 'Recipe', 'arm_config', 'run_key', 'UsageError',
+           'parse_setting', 'resolve', 'writable_dir', 'Job', 'plan_runs', 'train_run', 'default_jobs', 'train_runs',
+           'run', 'stored_dir', 'store_results']
 
 # %% ../nbs/15_experiment.ipynb #7e10127e
 @dataclass
@@ -149,16 +153,20 @@ class Recipe:
     paper:dict=field(default_factory=dict) # preset -> arm -> reported test accuracy (%), with key 'source'
     ref:str|None=None # the reference arm of the comparisons (default: the first arm run)
 
+# settings of every run of every recipe: the CPU threads it computes with (the thread count changes the rounding,
+# so it is part of what determines a run's numbers)
+RUN_DEFAULTS = dict(threads=1)
+
 def arm_config(recipe:Recipe, # the recipe
                cfg:dict, # the preset's configuration (with the user's overrides)
                arm:str # one of `recipe.arms`
               ) -> dict:
-    "The full configuration of `arm`: the recipe's defaults, its techniques' defaults, the preset, the arm's settings"
+    "The full configuration of `arm`: the run defaults, the recipe's defaults, its techniques' defaults, the preset, the arm's settings"
     a = recipe.arms[arm]
     techs = a.get('techniques', cfg.get('techniques', ()))
     for t in techs: check_choice(t, 'technique', recipe.techniques)
     tdefaults = {k: v for t in techs for k, v in recipe.techniques[t].defaults().items()}
-    return {**recipe.defaults, **tdefaults, **cfg, **a}
+    return {**RUN_DEFAULTS, **recipe.defaults, **tdefaults, **cfg, **a}
 
 # %% ../nbs/15_experiment.ipynb #4ea49e74
 def run_key(cfg:dict # a full arm configuration
@@ -194,6 +202,16 @@ def _override(cfg, arm_cfgs, overrides):
     return {**cfg, **{k: (int(v) if isinstance(known[k], int) and not isinstance(known[k], bool) else v)
                       for k, v in overrides.items()}}
 
+# what `--limit` bounds besides the data: the Hessian metric's examples and iterations, which would otherwise cost
+# hundreds of epochs of a limited run (an explicit `--set` keeps its value)
+LIMIT_CAPS = dict(hessian_examples=16, hessian_iters=2)
+
+def _limit_caps(cfg, arm_cfgs, overrides):
+    "The preset with `LIMIT_CAPS` applied to the settings a `--limit` run has and the user did not set"
+    known = {k: v for c in arm_cfgs for k, v in c.items()}
+    return {**cfg, **{k: min(cfg.get(k, known[k]), cap) for k, cap in LIMIT_CAPS.items()
+                      if k in known and k not in overrides}}
+
 def resolve(recipe:Recipe, # the recipe
             preset:str='cpu', # one of its presets
             epochs:int|None=None, # override the preset's epochs
@@ -216,9 +234,12 @@ def resolve(recipe:Recipe, # the recipe
     if bad := [a for a in arms if a not in recipe.arms]:
         raise UsageError(f"unknown arm(s) {', '.join(bad)} for {recipe.name}; choose from {', '.join(recipe.arms)}")
     try:
-        cfg = _override(cfg, [arm_config(recipe, cfg, a) for a in recipe.arms], overrides or {})
+        all_cfgs = [arm_config(recipe, cfg, a) for a in recipe.arms]
+        cfg = _override(cfg, all_cfgs, overrides or {})
+        if limit is not None: cfg = _limit_caps(cfg, all_cfgs, overrides or {})
         arm_cfgs = {a: arm_config(recipe, cfg, a) for a in arms}
         for a, c in arm_cfgs.items():
+            check_num(c['threads'], '--threads', 1, integer=True)
             try: check_arm(c.get('techniques', ()), recipe.techniques)
             except ValueError as e: raise UsageError(f"arm {a}: {e}") from None
     except ValueError as e: raise UsageError(str(e)) from None
@@ -261,6 +282,100 @@ def _check_arms(recipe, arm_cfgs, data, device):
         try: recipe.train(Run(recipe, a, 0, c, device=device), data, check_only=True)
         except ValueError as e: raise UsageError(f"arm {a}: {e}") from None
 
+# %% ../nbs/15_experiment.ipynb #358f0d5e
+@dataclass
+class Job:
+    "One (arm, seed) of a run: its configuration, its folder and the title of its progress bar"
+    arm:str # the arm's name
+    seed:int # the seed
+    cfg:dict # the arm's full configuration
+    dir:Path # the run's folder: config.json, the checkpoint, result.json
+    title:str # e.g. '[3/10] gmix/sam seed 2'
+
+def plan_runs(recipe:Recipe, # the recipe
+              arm_cfgs:dict, # arm -> full configuration (`resolve`)
+              seeds:int, # seeds per arm
+              out:Path # the output folder
+             ) -> list[Job]:
+    "Every (arm, seed) of a run, arm by arm, each in a folder named after its configuration"
+    pairs = [(a, s) for a in arm_cfgs for s in range(seeds)]
+    return [Job(a, s, arm_cfgs[a], out/'runs'/f'{a}-seed{s}-{run_key(arm_cfgs[a])}',
+                f"[{i+1}/{len(pairs)}] {recipe.name}/{a} seed {s}") for i, (a, s) in enumerate(pairs)]
+
+# %% ../nbs/15_experiment.ipynb #22515ac1
+def train_run(recipe:Recipe, # the recipe
+              job:Job, # the run
+              data:Data, # its data set, on `device`
+              device:torch.device, # the training device
+              show:bool=False # a live progress bar
+             ) -> dict:
+    "Train one run with its own thread count; store its configuration first and its result last"
+    torch.set_num_threads(job.cfg['threads'])
+    rank = dist_info()[0]
+    if rank == 0:
+        job.dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(job.dir/'config.json', json.dumps(job.cfg, indent=1, default=str))
+    barrier()
+    res = recipe.train(Run(recipe, job.arm, job.seed, job.cfg, job.dir, device, job.title if show else None), data)
+    if rank == 0: atomic_write_text(job.dir/'result.json', json.dumps(dict(config=job.cfg, result=res), default=str))
+    barrier()
+    return res
+
+# %% ../nbs/15_experiment.ipynb #138c7d12
+def default_jobs(n_runs:int, # runs left to train
+                 threads:int, # threads per run
+                 device:torch.device # the training device
+                ) -> int:
+    "Runs trained at once by default: on the CPU, the cores divided by the threads per run; on a GPU, 1"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
+    return max(1, min(cores // threads if device.type == 'cpu' else 1, n_runs))
+
+_worker = {}
+
+def _worker_init(recipe, data, device):
+    "A worker process: keep what every run needs; leave Ctrl-C to the parent; die with it (Linux)"
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform == 'linux': ctypes.CDLL(None).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+    _worker.update(recipe=recipe, data=data, device=device)
+
+def _worker_train(i_job):
+    i, job = i_job; t0 = time.perf_counter()
+    return i, train_run(_worker['recipe'], job, _worker['data'], _worker['device']), time.perf_counter() - t0
+
+# %% ../nbs/15_experiment.ipynb #1844e15d
+def train_runs(recipe:Recipe, # the recipe
+               todo:list, # (index, `Job`) pairs to train
+               data:Data, # the data set, on `device`
+               device:torch.device, # the training device
+               jobs:int=1, # runs trained at once, each in a worker process when above 1
+               show:bool=False # a live progress bar (one job only)
+              ):
+    "Train every run of `todo`; yield (index, result, seconds) as each finishes"
+    if jobs == 1:
+        for i, job in todo:
+            t0 = time.perf_counter(); res = train_run(recipe, job, data, device, show)
+            yield i, res, time.perf_counter() - t0
+        return
+    pool = ProcessPoolExecutor(jobs, multiprocessing.get_context('spawn'), _worker_init, (recipe, data, device))
+    try:
+        for f in as_completed([pool.submit(_worker_train, ij) for ij in todo]): yield f.result()
+    except BrokenProcessPool as e:
+        raise RuntimeError(f"the worker processes of --jobs {jobs} failed to start or died ({e}). They import the recipe"
+                           " afresh: one defined in a notebook or script is not importable by them, and a script that calls"
+                           " `run` needs `if __name__ == '__main__':`. Or train with jobs=1 (--jobs 1)") from None
+    finally:   # done, failed or interrupted: stop the runs still in flight; each resumes from its checkpoint
+        for p in list(pool._processes.values()): p.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+# %% ../nbs/15_experiment.ipynb #240d3a65
+def _check_jobs(jobs, n_runs, threads, device):
+    "The number of runs to train at once: `jobs`, checked, or `default_jobs`"
+    if jobs is None: return default_jobs(n_runs, threads, device)
+    try: check_num(jobs, '--jobs', 1, integer=True)
+    except ValueError as e: raise UsageError(str(e)) from None
+    if jobs > 1 and dist_info()[1] > 1: raise UsageError("--jobs above 1 cannot run under torchrun; use --jobs 1")
+    return max(1, min(jobs, n_runs))
+
 def run(recipe:Recipe, # the recipe (see `flatnb.recipes.RECIPES`)
         preset:str='cpu', # 'cpu' (digits, minutes) or a 'paper' preset (the source's settings, for a GPU)
         out:str|Path|None=None, # output folder; default `runs/RECIPE-PRESET`
@@ -269,42 +384,74 @@ def run(recipe:Recipe, # the recipe (see `flatnb.recipes.RECIPES`)
         device=None, # training device; `None`: the best available
         arms:list|None=None, # a subset of the recipe's arms
         data_root:str|Path='data', # where torchvision data sets are cached
-        progress:bool|None=None, # a live bar per run; `None`: when the output is a terminal or a notebook
+        progress:bool|None=None, # a live bar per run (one job only); `None`: when the output is a terminal or a notebook
         log=partial(print, flush=True), # where to report each finished run and the result files; `None` is silent
         backend:str|None=None, # under torchrun: nccl or gloo (default: nccl with CUDA, else gloo)
         overrides:dict|None=None, # setting -> value, overriding the preset (arms that set it keep theirs)
         limit:int|None=None, # keep only the first `limit` training and test examples (a quick smoke test)
-        dry_run:bool=False # validate everything (settings, data, every arm against the fit) and stop before training
+        dry_run:bool=False, # validate everything (settings, data, every arm against the fit) and stop before training
+        jobs:int|None=None # runs trained at once, in worker processes; `None`: `default_jobs`
        ) -> list[dict]:
     "Run every (arm, seed) of a recipe, resuming finished and interrupted runs; write results.csv, .md and a plot"
     cfg, arm_cfgs = resolve(recipe, preset, epochs, seeds, arms, overrides, limit)
     device, data = _setup(recipe, cfg, arm_cfgs, device, backend, data_root)
     _check_arms(recipe, arm_cfgs, data, device)
+    all_runs = plan_runs(recipe, arm_cfgs, cfg['seeds'], Path(out or f'runs/{recipe.name}-{preset}'))
+    todo = [(i, j) for i, j in enumerate(all_runs) if not (j.dir/'result.json').exists()]
+    jobs = _check_jobs(jobs, len(todo), max(c['threads'] for c in arm_cfgs.values()), device)
     if dry_run:
         if log: log(f"{recipe.name} {preset}: {len(arm_cfgs)} arms × {cfg['seeds']} seeds on {data!r}; all checked")
         return []
-    out = writable_dir(out or f'runs/{recipe.name}-{preset}')   # the first thing written
+    out = writable_dir(all_runs[0].dir.parent.parent)   # the first thing written
     rank = dist_info()[0]
     if rank: log = None
-    show = rank == 0 and ((sys.stdout.isatty() or in_notebook()) if progress is None else progress)
-    rows, todo = [], [(a, s) for a in arm_cfgs for s in range(cfg['seeds'])]
-    for i, (arm, seed) in enumerate(todo):
-        c = arm_cfgs[arm]
-        run_dir = out/'runs'/f'{arm}-seed{seed}-{run_key(c)}'; res_file = run_dir/'result.json'
-        if res_file.exists(): res, note = json.loads(res_file.read_text())['result'], 'done before'
-        else:
-            title = f"[{i+1}/{len(todo)}] {recipe.name}/{arm} seed {seed}"
-            if rank == 0:
-                run_dir.mkdir(parents=True, exist_ok=True)
-                atomic_write_text(run_dir/'config.json', json.dumps(c, indent=1, default=str))
-            barrier(); t0 = time.perf_counter()
-            res = recipe.train(Run(recipe, arm, seed, c, run_dir, device, title if show else None), data)
-            if rank == 0: atomic_write_text(res_file, json.dumps(dict(config=c, result=res), default=str))
-            barrier(); note = f"{time.perf_counter() - t0:.1f}s"
-        rows.append(dict(arm=arm, seed=seed, epochs=c['epochs'], **res))
-        if log: log(f"[{i+1}/{len(todo)}] {recipe.name}/{arm} seed {seed}: test_acc {res['test_acc']:.4f} ({note})")
+    show = jobs == 1 and rank == 0 and ((sys.stdout.isatty() or in_notebook()) if progress is None else progress)
+    results = {i: json.loads((j.dir/'result.json').read_text())['result'] for i, j in enumerate(all_runs)
+               if i not in dict(todo)}
+    if log and jobs > 1: log(f"{len(todo)} runs to train, {jobs} at once in worker processes")
+    done = chain(((i, r, None) for i, r in list(results.items())), train_runs(recipe, todo, data, device, jobs, show))
+    for i, res, secs in done:
+        results[i] = res
+        if log: log(f"{all_runs[i].title}: test_acc {res['test_acc']:.4f} "
+                    f"({'done before' if secs is None else f'{secs:.1f}s'})")
+    rows = [dict(arm=j.arm, seed=j.seed, epochs=j.cfg['epochs'], **results[i]) for i, j in enumerate(all_runs)]
     if rank == 0:
         write_results(rows, out, f"{recipe.name} ({preset} preset, data: {data.name})", recipe.paper.get(preset),
                       data.name, recipe.ref)
         if log: log(f"results: {out/'results.csv'}, {out/'results.md'}, {out/'results.png'}")
     return rows
+
+# %% ../nbs/15_experiment.ipynb #974ba912
+# the floating-point paths the stored results are computed on: environment variables read when torch starts
+FP_PATHS = {'native': {}, 'default': dict(ATEN_CPU_CAPABILITY='default', ONEDNN_MAX_CPU_ISA='SSE41')}
+
+def stored_dir(recipe:str, # a recipe's name
+               preset:str='cpu', # its preset
+               path:str='native', # a key of `FP_PATHS`
+               root:str|Path='results' # the folder of stored results
+              ) -> Path:
+    "The folder of one recipe's stored results on one floating-point path"
+    check_choice(path, 'floating-point path', FP_PATHS)
+    return Path(root)/f'{recipe}-{preset}'/path
+
+# %% ../nbs/15_experiment.ipynb #557bc43d
+_MACHINE = ("import json, platform, sys, torch; print(json.dumps(dict(cpu_capability=torch.backends.cpu.get_cpu_capability(),"
+            " torch=torch.__version__, python=platform.python_version(), machine=platform.machine(), cores=len(__import__('os')"
+            ".sched_getaffinity(0)) if hasattr(__import__('os'), 'sched_getaffinity') else None)))")
+
+def store_results(recipe:str, # a recipe's name
+                  preset:str='cpu', # its preset
+                  paths=tuple(FP_PATHS), # the floating-point paths to compute it on
+                  root:str|Path='results', # the folder of stored results
+                  args=() # more arguments of `flatnb run`, e.g. ('--jobs', '2')
+                 ) -> list[Path]:
+    "Compute (or resume) the stored results of `recipe` on each path, each by `flatnb run` in a fresh process"
+    outs = []
+    for p in paths:
+        out, env = stored_dir(recipe, preset, p, root), {**os.environ, **FP_PATHS[p]}
+        subprocess.run([sys.executable, '-m', 'flatnb', 'run', recipe, '--preset', preset, '--out', str(out),
+                        '--no-progress', *map(str, args)], env=env, check=True)
+        info = subprocess.run([sys.executable, '-c', _MACHINE], env=env, check=True, capture_output=True, text=True)
+        atomic_write_text(out/'machine.json', json.dumps({'fp_path': p, **FP_PATHS[p], **json.loads(info.stdout)}, indent=1))
+        outs.append(out)
+    return outs

@@ -95,7 +95,7 @@ _paper = lambda data, model, **kw: {**dict(data=data, model=model, epochs=200, b
 _t1 = lambda src, v, s, m, ep=200: dict(source=src, epochs=ep, vanilla=v, sam=s, mixup=m)
 GMIX = _recipe('gmix', 'G-Mix, BG-Mix, DG-Mix against Vanilla, SAM and Mixup (004)',
     presets={'cpu': dict(data='digits', data_kw=dict(size=16, n_train=600, label_noise=0.2), model='simple_cnn',
-                         epochs=30, bs=64, lr=0.05, wd=5e-4, rho=0.05, alpha=1.0, ratio=0.5, seeds=5,
+                         epochs=30, bs=64, lr=0.05, wd=5e-4, rho=0.05, alpha=1.0, ratio=0.5, seeds=10,
                          extra_metrics=('sharpness',),
                          hessian_examples=256, hessian_iters=10, arms=_main6 + list(_ratio_sweep)),
              'paper': _paper('cifar10', 'wrn16_8', arms=_main6 + list(_ratio_sweep) + list(_bs_sweep)),

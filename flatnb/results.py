@@ -9,9 +9,9 @@ from pathlib import Path
 from .core import atomic_write_text, check_choice, check_num
 
 # %% auto #0
-__all__ = ['BASE_COLS', 'ACC_COLS', 'TIME_COLS', 'GAP_NOTE', 'is_percent', 'scalar_cols', 'results_csv', 'mean_sd', 'paired_ci',
-           'welch_ci', 'compare', 'summary', 'fmt_cell', 'results_table', 'plot_results', 'show_results',
-           'write_results']
+__all__ = ['BASE_COLS', 'ACC_COLS', 'TIME_COLS', 'GAP_NOTE', 'VERDICTS', 'is_percent', 'scalar_cols', 'results_csv', 'mean_sd',
+           'paired_ci', 'welch_ci', 'compare', 'summary', 'fmt_cell', 'results_table', 'plot_results', 'show_results',
+           'write_results', 'load_results', 'across_paths', 'paths_table']
 
 # %% ../nbs/14_results.ipynb #555b014d
 BASE_COLS = ('arm', 'seed', 'epochs', 'train_acc', 'clean_train_acc', 'test_acc', 'gap', 'clean_gap',
@@ -319,3 +319,53 @@ def write_results(rows:list[dict], # the runs
     plot_results(rows, title, out/'results.png', ref)
     atomic_write_text(out/'results.md', md)
     atomic_write_text(out/'results.csv', csv_text)
+
+# %% ../nbs/14_results.ipynb #2b9dce47
+def _number(v:str):
+    if v == '': return None
+    try: return int(v)
+    except ValueError:
+        try: return float(v)
+        except ValueError: return v
+
+def load_results(out:str|Path # a finished run's output folder (with `results.csv`)
+                ) -> list[dict]:
+    "The rows of `out/results.csv`, one per (arm, seed), numbers as numbers"
+    f = Path(out)/'results.csv'
+    if not f.exists(): raise FileNotFoundError(f"no results.csv in {out}: run the recipe first")
+    with open(f, newline='') as fh: return [{k: _number(v) for k, v in r.items()} for r in csv.DictReader(fh)]
+
+# %% ../nbs/14_results.ipynb #2654039d
+def _side(c): return 0 if not c['significant'] else (1 if c['diff'] > 0 else -1)
+VERDICTS = {1: 'higher', -1: 'lower', 0: 'no difference shown'}
+
+def across_paths(rows_by_path:dict, # path name -> the runs computed on that path
+                 ref:str|None=None, # the reference arm; `None`: the first arm
+                 metric:str='test_acc' # the column to compare
+                ) -> list[dict]:
+    "Each arm's `compare` result on every path, and the verdict: 'higher', 'lower', 'no difference shown' or 'not established'"
+    per = {p: {c['arm']: c for c in compare(rows, ref, metric)} for p, rows in rows_by_path.items()}
+    arms = [a for a in next(iter(per.values())) if all(a in cs for cs in per.values())]
+    out = []
+    for a in arms:
+        sides = {_side(per[p][a]) for p in per}
+        out.append(dict(arm=a, paths={p: per[p][a] for p in per},
+                        verdict=VERDICTS[sides.pop()] if len(sides) == 1 else 'not established'))
+    return out
+
+# %% ../nbs/14_results.ipynb #2a4d7bb2
+def _diff_cell(c, metric):
+    f = (lambda v: f'{100 * v:+.2f}') if is_percent(metric) else (lambda v: f'{v:+.3g}')
+    return f"{f(c['diff'])}{'*' * c['significant']}" + (f" [{f(c['lo'])}, {f(c['hi'])}]" if c['lo'] is not None else '')
+
+def paths_table(rows_by_path:dict, # path name -> the runs computed on that path
+                ref:str|None=None, # the reference arm; `None`: the first arm
+                metric:str='test_acc' # the column to compare
+               ) -> str:
+    "Markdown: each arm's difference to `ref` in `metric` with its 95% interval on every path, and the verdict"
+    ref = _ref(next(iter(rows_by_path.values())), ref)
+    unit = ', points' if is_percent(metric) else ''
+    head = ['arm', *[f'{p}: Δ {metric} vs {ref}{unit} [95% CI]' for p in rows_by_path], 'on every path']
+    body = [[f"`{r['arm']}`", *[_diff_cell(c, metric) for c in r['paths'].values()], r['verdict']]
+            for r in across_paths(rows_by_path, ref, metric)]
+    return _md_table(head, body)

@@ -1,5 +1,5 @@
 "The `flatnb` command as a user meets it: help, bad input, bad files, progress in a terminal and in a pipe, Ctrl-C, resume"
-import csv, os, shutil, signal, subprocess, sys, time
+import csv, json, os, shutil, signal, subprocess, sys, time
 from pathlib import Path
 import pytest, torch
 from conftest import FLATNB, ROOT, flatnb
@@ -87,12 +87,15 @@ def same_numbers(a, b):
         for k in ('arm', 'seed', 'epochs', 'train_acc', 'clean_train_acc', 'test_acc', 'gap', 'clean_gap'):
             assert ra[k] == rb[k], (k, ra, rb)
 
-@pytest.mark.parametrize('sig', [signal.SIGKILL, signal.SIGINT])
-def test_interrupt_and_resume_equals_uninterrupted(tmp_path, reference, sig):
+def files_and_times(folder): return {f: f.stat().st_mtime_ns for f in folder.rglob('*') if f.is_file()}
+
+@pytest.mark.parametrize('sig, jobs', [(signal.SIGKILL, 1), (signal.SIGINT, 1), (signal.SIGKILL, 2), (signal.SIGINT, 2)])
+def test_interrupt_and_resume_equals_uninterrupted(tmp_path, reference, sig, jobs):
+    "One job: interrupted during the second run. Two jobs: both runs in their worker processes, which stop with the parent"
     out = tmp_path/'out'
     # a shell's background job inherits SIGINT ignored, and Python keeps it so: restore the default, as a terminal has it
-    p = subprocess.Popen([*FLATNB, *ARGS, '--out', str(out)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                         text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    p = subprocess.Popen([*FLATNB, *ARGS, '--jobs', str(jobs), '--out', str(out)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     ckpts = lambda: list((out/'runs').glob('baseline-seed1-*/ckpt.pt')) if (out/'runs').exists() else []
     t0 = time.time()   # interrupt during the second run, after some of its epochs
     while not ckpts() and time.time() - t0 < 300 and p.poll() is None: time.sleep(0.02)
@@ -102,11 +105,33 @@ def test_interrupt_and_resume_equals_uninterrupted(tmp_path, reference, sig):
         assert p.returncode == 130, (p.returncode, err)
         assert err.strip() == 'flatnb: interrupted; run the same command again to resume', err
     assert not (out/'results.csv').exists()
-    assert list((out/'runs').glob('baseline-seed0-*/result.json'))
-    r = flatnb(*ARGS, '--out', out); assert r.returncode == 0, r.stderr
-    assert 'done before' in r.stdout
+    if jobs == 1: assert list((out/'runs').glob('baseline-seed0-*/result.json'))
+    before = files_and_times(out); time.sleep(3)
+    assert files_and_times(out) == before, 'a worker process went on training after the parent stopped'
+    r = flatnb(*ARGS, '--jobs', str(jobs), '--out', out); assert r.returncode == 0, r.stderr
+    assert jobs == 2 or 'done before' in r.stdout
     same_numbers(reference, read_csv(out/'results.csv'))
     assert (out/'results.md').exists() and (out/'results.png').exists()
+
+def test_jobs_1_and_2_write_the_same_results_and_record_threads(tmp_path):
+    "Every number but the times is the same whether the runs train one after the other or two at once"
+    args = ['run', 'gmix', '--epochs', '3', '--seeds', '2', '--arms', 'vanilla,sam,dgmix', '--limit', '300']
+    one, two = (flatnb(*args, '--jobs', j, '--out', tmp_path/j) for j in ('1', '2'))
+    assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
+    assert '6 runs to train, 2 at once in worker processes' in two.stdout, two.stdout
+    a, b = read_csv(tmp_path/'1'/'results.csv'), read_csv(tmp_path/'2'/'results.csv')
+    assert [r['arm'] for r in a] == ['vanilla'] * 2 + ['sam'] * 2 + ['dgmix'] * 2
+    for ra, rb in zip(a, b): assert {k: v for k, v in ra.items() if not k.endswith('_s')} == \
+                                    {k: v for k, v in rb.items() if not k.endswith('_s')}
+    configs = [json.loads(f.read_text()) for f in (tmp_path/'2'/'runs').glob('*/config.json')]
+    assert len(configs) == 3 * 2 and all(c['threads'] == 1 for c in configs)
+    r = flatnb(*args, '--seeds', '1', '--arms', 'vanilla', '--threads', '2', '--out', tmp_path/'t2')
+    assert r.returncode == 0 and [json.loads(f.read_text())['threads'] for f in (tmp_path/'t2').rglob('config.json')] == [2]
+
+@pytest.mark.parametrize('args, msg', [(['--jobs', '0'], '--jobs must be an integer >= 1'),
+                                       (['--threads', '0'], '--threads must be an integer >= 1')])
+def test_bad_jobs_and_threads(tmp_path, args, msg):
+    one_line_exit_2(flatnb('run', 'baseline', *args, '--out', tmp_path/'o'), msg); assert not (tmp_path/'o').exists()
 
 def test_rerun_with_other_settings_never_relabels(tmp_path, reference):
     out = tmp_path/'out'

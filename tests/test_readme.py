@@ -4,7 +4,7 @@ Python blocks run in order, as one script, in a fresh folder. Shell blocks run l
 with `--dry-run` appended (every setting, the data and every arm are checked, nothing trains: the same commands train in
 the final notebooks), other `flatnb` commands as written. `python3 tasks.py test` is CI itself and `torchrun` needs
 several processes (tests/test_distributed.py runs it): those two are only checked to be well-formed."""
-import re, shlex, subprocess, sys
+import json, re, shlex, subprocess, sys, time
 from pathlib import Path
 import pytest, torch
 from conftest import FLATNB, ROOT
@@ -49,3 +49,17 @@ def test_shell_lines_run(cwd, line):
     if '--device' in args and args[args.index('--device') + 1].startswith('cuda') and not torch.cuda.is_available():
         assert r.returncode == 2 and 'CUDA is not available' in r.stderr, r.stderr; return
     assert r.returncode == 0, r.stderr
+
+def test_smoke_test_runs_as_shipped(tmp_path):
+    "The README's smoke test of a paper preset, trained for real (not --dry-run), in a fresh folder; `--limit` also bounds the Hessian metric"
+    lines = [shlex.split(l) for l in shell_lines() if 'smoke-data' in l]
+    assert [a[0] for a in lines] == ['python', 'flatnb'], lines
+    t0 = time.time()
+    for args in lines:
+        cmd = [sys.executable, *args[1:]] if args[0] == 'python' else [*FLATNB, *args[1:]]
+        r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+        assert r.returncode == 0, r.stderr[-3000:]
+    print(f"README smoke test: {time.time() - t0:.0f}s")
+    configs = [json.loads(f.read_text()) for f in tmp_path.glob('runs/smoke/runs/*/config.json')]
+    assert len(configs) == 2 and all(c['hessian_examples'] <= 16 and c['hessian_iters'] <= 2 for c in configs)
+    assert (tmp_path/'runs'/'smoke'/'results.md').exists()
