@@ -68,7 +68,7 @@ def epoch_count(v, # an int >= 1 (epochs) or a float in (0, 1) (a fraction of `n
         return max(1, round(v * n_epochs))
     return check_num(v, name, 1, integer=True, hint='epochs, or a fraction in (0, 1) of the fit')
 
-def min_epochs(v, # as for `epoch_count`: an int >= 1 or a fraction in (0, 1)
+def min_epochs(v, # as for epoch_count: an int >= 1 or a fraction in (0, 1)
                name:str # the setting's name, for the message
               ) -> int:
     "The shortest fit that leaves at least one epoch after `epoch_count(v, n_epochs)` epochs"
@@ -125,7 +125,7 @@ def rng_state() -> dict:
     if torch.cuda.is_available(): st['cuda'] = torch.cuda.get_rng_state_all()
     return st
 
-def set_rng_state(st:dict # as returned by `rng_state`
+def set_rng_state(st:dict # as returned by rng_state
                  ):
     "Restore the generators saved by `rng_state`"
     random.setstate(st['python']); np.random.set_state(st['numpy']); torch.set_rng_state(st['torch'])
@@ -310,7 +310,7 @@ def cached_dataset(name:str, # one of `DATASETS`
 
 def load_dataset(name:str, # 'digits' or one of `DATASETS`
                  root:str|Path='data', # where torchvision data sets are cached
-                 **kwargs # passed to `digits` for 'digits'
+                 **kwargs # passed to digits for 'digits'
                 ) -> Data:
     "A `Data` by name: the embedded digits or a standardised torchvision benchmark"
     if name == 'digits': return digits(**kwargs)
@@ -395,7 +395,7 @@ class DeviceLoader:
                  bs:int=128, # batch size
                  shuffle:bool=False, # draw a new permutation every epoch
                  drop_last:bool=False, # drop the last incomplete batch
-                 tfms=None, # a callable `(x, generator) -> x` applied to each batch, e.g. `Augment`
+                 tfms=None, # a callable `(x, generator) -> x` applied to each batch, e.g. Augment
                  seed:int=0, # seed of the permutations and the augmentation
                  rank:int=0, # this process's index, for sharding under torch.distributed
                  world_size:int=1 # number of processes; each takes 1/world_size of every batch
@@ -428,9 +428,10 @@ class DeviceLoader:
             if self.world_size > 1: xb, yb = (t.tensor_split(self.world_size)[self.rank] for t in (xb, yb))
             yield xb, yb
 
-# %% ../nbs/00_core.ipynb #509c0abd
+# %% ../nbs/00_core.ipynb #532d39e9
 import torch.distributed as dist
 
+# %% ../nbs/00_core.ipynb #509c0abd
 BACKENDS = ('nccl', 'gloo')
 
 def dist_info() -> tuple[int, int]:

@@ -157,7 +157,7 @@ class RBFDistance(Callback):
 class SnapshotEnsemble(Callback):
     "Snapshot ensemble (Huang et al. 2017): the weights at each LR cycle's end; their mean softmax in the last epoch"
     order = -5 # after MetricsCB (-10) has written the test metrics of the last epoch, which it replaces
-    def __init__(self, cycles:int=4, # LR cycles in the fit (as given to `cosine_restarts`); a snapshot ends each
+    def __init__(self, cycles:int=4, # LR cycles in the fit (as given to cosine_restarts); a snapshot ends each
                  keep:int|None=None # ensemble the last `keep` snapshots; `None`: all
                 ):
         self.cycles = check_num(cycles, 'cycles', 1, integer=True)

@@ -369,12 +369,26 @@ def train_runs(recipe:Recipe, # the recipe
 
 # %% ../nbs/15_experiment.ipynb #240d3a65
 def _check_jobs(jobs, n_runs, threads, device):
-    "The number of runs to train at once: `jobs`, checked, or `default_jobs`"
-    if jobs is None: return default_jobs(n_runs, threads, device)
-    try: check_num(jobs, '--jobs', 1, integer=True)
-    except ValueError as e: raise UsageError(str(e)) from None
-    if jobs > 1 and dist_info()[1] > 1: raise UsageError("--jobs above 1 cannot run under torchrun; use --jobs 1")
-    return max(1, min(jobs, n_runs))
+    "The number of runs to train at once: `jobs`, checked, or `default_jobs`; under torchrun, 1"
+    if jobs is not None:
+        try: check_num(jobs, '--jobs', 1, integer=True)
+        except ValueError as e: raise UsageError(str(e)) from None
+    if dist_info()[1] > 1:   # the processes of torchrun train every run together
+        if jobs not in (None, 1): raise UsageError("--jobs above 1 cannot run under torchrun; use --jobs 1")
+        return 1
+    return default_jobs(n_runs, threads, device) if jobs is None else max(1, min(jobs, n_runs))
+
+def _train_all(recipe, all_runs, todo, data, device, jobs, show, log) -> list[dict]:
+    "Every run's result as a row, in plan order: those stored read back, the others trained, each logged as it ends"
+    results = {i: json.loads((j.dir/'result.json').read_text())['result'] for i, j in enumerate(all_runs)
+               if i not in dict(todo)}
+    if log and jobs > 1: log(f"{len(todo)} runs to train, {jobs} at once in worker processes")
+    stored = [(i, r, None) for i, r in results.items()]
+    for i, res, secs in chain(stored, train_runs(recipe, todo, data, device, jobs, show)):
+        results[i] = res
+        if log: log(f"{all_runs[i].title}: test_acc {res['test_acc']:.4f} "
+                    f"({'done before' if secs is None else f'{secs:.1f}s'})")
+    return [dict(arm=j.arm, seed=j.seed, epochs=j.cfg['epochs'], **results[i]) for i, j in enumerate(all_runs)]
 
 def run(recipe:Recipe, # the recipe (see `flatnb.recipes.RECIPES`)
         preset:str='cpu', # 'cpu' (digits, minutes) or a 'paper' preset (the source's settings, for a GPU)
@@ -406,15 +420,7 @@ def run(recipe:Recipe, # the recipe (see `flatnb.recipes.RECIPES`)
     rank = dist_info()[0]
     if rank: log = None
     show = jobs == 1 and rank == 0 and ((sys.stdout.isatty() or in_notebook()) if progress is None else progress)
-    results = {i: json.loads((j.dir/'result.json').read_text())['result'] for i, j in enumerate(all_runs)
-               if i not in dict(todo)}
-    if log and jobs > 1: log(f"{len(todo)} runs to train, {jobs} at once in worker processes")
-    done = chain(((i, r, None) for i, r in list(results.items())), train_runs(recipe, todo, data, device, jobs, show))
-    for i, res, secs in done:
-        results[i] = res
-        if log: log(f"{all_runs[i].title}: test_acc {res['test_acc']:.4f} "
-                    f"({'done before' if secs is None else f'{secs:.1f}s'})")
-    rows = [dict(arm=j.arm, seed=j.seed, epochs=j.cfg['epochs'], **results[i]) for i, j in enumerate(all_runs)]
+    rows = _train_all(recipe, all_runs, todo, data, device, jobs, show, log)
     if rank == 0:
         write_results(rows, out, f"{recipe.name} ({preset} preset, data: {data.name})", recipe.paper.get(preset),
                       data.name, recipe.ref)

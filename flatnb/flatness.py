@@ -83,11 +83,11 @@ def measuring(model:nn.Module # the network to evaluate and perturb
 # %% ../nbs/13_flatness.ipynb #40035d43
 def loss_and_acc(model:nn.Module, # the network (evaluated in eval mode)
                  loss_func, # `(preds, targets) -> mean loss of the batch`
-                 data, # a `Data` or a pair `(x, y)` of tensors
+                 data, # a Data or a pair `(x, y)` of tensors
                  n_examples:int|None=None, # size of the fixed subset; `None` takes every example
                  bs:int=256, # examples per chunk (only bounds the memory)
                  seed:int=0, # seed of the subset
-                 split:str='train' # the split of a `Data`: 'train' or 'test'
+                 split:str='train' # the split of a Data: 'train' or 'test'
                 ) -> tuple[float, float]:
     "Mean loss and accuracy (NaN when the targets are not class indices) of `model` over the subset"
     params = _params(model)
@@ -135,7 +135,7 @@ def _as_vector_list(v, model, params, what='v'):
 # %% ../nbs/13_flatness.ipynb #f95ecdd6
 def hessian_vector_product(model:nn.Module, # the network (evaluated in eval mode)
                            loss_func, # `(preds, targets) -> mean loss of the batch`
-                           data, # a `Data` (its training set) or a pair `(x, y)` of tensors
+                           data, # a Data (its training set) or a pair `(x, y)` of tensors
                            v:list|dict, # a tensor per trainable parameter: a list, or a dict {name: tensor}
                            n_examples:int|None=512, # size of the fixed subset; `None` takes every example
                            bs:int=256, # examples per chunk of the accumulation (only bounds the memory)
@@ -150,7 +150,7 @@ def hessian_vector_product(model:nn.Module, # the network (evaluated in eval mod
 # %% ../nbs/13_flatness.ipynb #1f8c44ee
 def hessian_top_eig(model:nn.Module, # the network (evaluated in eval mode: BatchNorm running statistics, no dropout)
                     loss_func, # `(preds, targets) -> mean loss of the batch`
-                    data, # a `Data` (its training set) or a pair `(x, y)` of tensors
+                    data, # a Data (its training set) or a pair `(x, y)` of tensors
                     n_iter:int=20, # maximum number of power iterations (Hessian-vector products)
                     tol:float=1e-3, # stop when the eigenvalue estimate changes by less than `tol` relative
                     n_examples:int|None=512, # size of the fixed subset; `None` takes every example
@@ -202,7 +202,7 @@ def _set_(params, w0, eps):
 # %% ../nbs/13_flatness.ipynb #62fa873c
 def eps_sharpness(model:nn.Module, # the network (evaluated in eval mode)
                   loss_func, # `(preds, targets) -> mean loss of the batch`
-                  data, # a `Data` (its training set) or a pair `(x, y)` of tensors
+                  data, # a Data (its training set) or a pair `(x, y)` of tensors
                   rho:float=0.05, # radius of the ball of weight perturbations (L2, absolute)
                   n_steps:int=0, # projected gradient-ascent steps after the first-order step ρ g/‖g‖
                   step_size:float|None=None, # length of each ascent step; `None` takes ρ/2
@@ -304,15 +304,15 @@ def _curve(model, loss_func, chunks, n, alphas, set_alpha, update_bn):
 def interpolate(model_a:nn.Module, # the network at α = 0
                 model_b:nn.Module, # a network of the same architecture, at α = 1
                 loss_func, # `(preds, targets) -> mean loss of the batch`
-                data, # a `Data` or a pair `(x, y)` of tensors
-                alphas=tuple(i / 10 for i in range(-5, 16)), # the points α of $(1-α)\,w_a + α\,w_b$
+                data, # a Data or a pair `(x, y)` of tensors
+                alphas=tuple(i / 10 for i in range(-5, 16)), # the points α of (1-α)·w_a + α·w_b
                 n_examples:int|None=None, # size of the fixed subset; `None` takes every example
                 bs:int=256, # examples per chunk (only bounds the memory)
                 seed:int=0, # seed of the subset
-                split:str='train', # the split of a `Data`: 'train' or 'test'
+                split:str='train', # the split of a Data: 'train' or 'test'
                 update_bn:bool=False # recompute BatchNorm statistics on the subset at every α (else interpolate them)
                ):
-    "Loss and accuracy along the line $(1-α)\\,\\mathbf{w}_a + α\\,\\mathbf{w}_b$: a `DataFrame` (alpha, loss, acc)"
+    "Loss and accuracy along the line (1-α)·w_a + α·w_b between two networks: a `DataFrame` (alpha, loss, acc)"
     _params(model_a); _params(model_b)
     sa, sb = model_a.state_dict(), model_b.state_dict()
     if sa.keys() != sb.keys() or any(sa[k].shape != sb[k].shape for k in sa):
@@ -353,17 +353,17 @@ def random_direction(model:nn.Module, # the network whose trainable parameters s
 
 # %% ../nbs/13_flatness.ipynb #ee46e653
 def loss_along(model:nn.Module, # the network at α = 0
-               direction:dict|list, # a tensor per trainable parameter, e.g. from `random_direction`
+               direction:dict|list, # a tensor per trainable parameter, e.g. from random_direction
                loss_func, # `(preds, targets) -> mean loss of the batch`
-               data, # a `Data` or a pair `(x, y)` of tensors
-               alphas=tuple(i / 10 for i in range(-10, 11)), # the points α of $\mathbf{w} + α\,\mathbf{d}$
+               data, # a Data or a pair `(x, y)` of tensors
+               alphas=tuple(i / 10 for i in range(-10, 11)), # the points α of w + α·d
                n_examples:int|None=None, # size of the fixed subset; `None` takes every example
                bs:int=256, # examples per chunk (only bounds the memory)
                seed:int=0, # seed of the subset
-               split:str='train', # the split of a `Data`: 'train' or 'test'
+               split:str='train', # the split of a Data: 'train' or 'test'
                update_bn:bool=False # recompute BatchNorm running statistics on the subset at every α
               ):
-    "Loss and accuracy along the line $\\mathbf{w} + α\\,\\mathbf{d}$: a `DataFrame` with columns alpha, loss, acc"
+    "Loss and accuracy along the line w + α·d from the network's weights w: a `DataFrame` with columns alpha, loss, acc"
     params = _params(model)
     ds = _as_vector_list(direction, model, params, 'direction')
     alphas = _alphas(alphas)
@@ -374,7 +374,7 @@ def loss_along(model:nn.Module, # the network at α = 0
         return _curve(model, loss_func, _Chunks(x, y, bs, params[0].device), len(x), alphas, set_alpha, update_bn)
 
 # %% ../nbs/13_flatness.ipynb #2a8a4ab4
-def plot_landscape(curves:dict, # {label: a `DataFrame` from `loss_along`/`interpolate`, or a model}
+def plot_landscape(curves:dict, # {label: a `DataFrame` from loss_along/interpolate, or a model}
                    loss_func=cross_entropy, # loss, for the models in `curves`
                    data=None, # data, for the models in `curves`
                    alphas=tuple(i / 10 for i in range(-10, 11)), # the α of the models' curves
@@ -382,7 +382,7 @@ def plot_landscape(curves:dict, # {label: a `DataFrame` from `loss_along`/`inter
                    metric:str='loss', # 'loss' or 'acc'
                    ax=None, # a matplotlib axis; `None` makes a figure
                    title:str='', # the axis title
-                   **kwargs # passed to `loss_along` (n_examples, bs, split, update_bn)
+                   **kwargs # passed to loss_along (n_examples, bs, split, update_bn)
                   ):
     "Plot the 1-D loss (or accuracy) curves of several models on one axis; returns the axis"
     import matplotlib.pyplot as plt

@@ -66,7 +66,7 @@ class GMixStep:
         return s, self.select(s)
 
     def __call__(self, model, opt, x, y, loss_func, lam, perm, autocast,
-                 update # `update(second_pass)`: the SAM update around the second pass (`SAM.step`)
+                 update # `update(second_pass)`: the SAM update around the second pass (SAM.step)
                 ) -> GMixOut:
         "One step on the batch (x, y) with the mixing weight `lam` and the partners `perm`"
         xm, ya, yb = mixup_batch(x, y, lam, perm)                                 # 1. mix
@@ -84,7 +84,7 @@ class GMixStep:
 GMIX_MODES = {'g': GMixStep} # BG-Mix and DG-Mix are added below
 
 def gmix_step(model:nn.Module, # the network (in training mode)
-              opt:SAM, # a `SAM` (or ASAM) around the base optimizer
+              opt:SAM, # a SAM (or ASAM) around the base optimizer
               x:Tensor, # (B, ...) a batch of inputs
               y:Tensor, # (B,) its targets
               *, loss_func=F.cross_entropy, # `(preds, target, reduction=...) -> loss`
@@ -116,7 +116,7 @@ class GMix(SAMBaseCB):
                  ratio:float=0.5, # fraction of each batch in the sensitive subset S
                  alpha:float=1.0, # λ ~ Beta(α, α)
                  dg_weight:float=1.0, # DG-Mix weight β of the orthogonal component
-                 rho:float|None=None, # wrap the Learner's optimizer in a SAM with this ρ; `None`: it must be a `SAM`
+                 rho:float|None=None, # wrap the Learner's optimizer in a SAM with this ρ; `None`: it must be a SAM
                  adaptive:bool=False, # with `rho`: ASAM
                  seed:int=0 # seed of λ and of the permutations (reseeded per epoch)
                 ):

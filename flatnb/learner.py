@@ -123,11 +123,11 @@ class Checkpoint(Callback):
 class Learner:
     "Train `model` on `data` with `loss_func` and `opt`, extended by callbacks"
     def __init__(self, model:nn.Module, # the network
-                 data:Data|tuple, # a `Data`, or loaders (train_dl, test_dl) or (train_dl, test_dl, clean_dl) of (x, y)
+                 data:Data|tuple, # a Data, or loaders (train_dl, test_dl) or (train_dl, test_dl, clean_dl) of (x, y)
                  loss_func=cross_entropy, # `(preds, targets) -> loss`
                  opt=partial(torch.optim.SGD, lr=0.1, momentum=0.9), # an optimizer, or a function of the parameters
                  cbs:list=(), # callbacks
-                 bs:int=128, # batch size, when `data` is a `Data`
+                 bs:int=128, # batch size, when `data` is a Data
                  tfms=None, # training augmentation `(x, generator) -> x`, e.g. `Augment(padding=4, flip=True)`
                  seed:int=0, # seed of the batch order and the augmentation
                  device=None, # the training device; `None` picks the best available
@@ -136,7 +136,7 @@ class Learner:
                  compile:bool=False, # `torch.compile` the model for the forward pass
                  sync_bn:bool=False, # under torch.distributed on GPUs: SyncBatchNorm (BatchNorm sees the global batch)
                  clean_eval:bool=True, # after each epoch, evaluate the un-augmented training set (`clean_gap`)
-                 progress:bool|ProgressCB|None=None # `None`: a bar when interactive; True; False; or a `ProgressCB`
+                 progress:bool|ProgressCB|None=None # `None`: a bar when interactive; True; False; or a ProgressCB
                 ):
         check_choice(amp, 'amp', (None, True, False)); check_choice(channels_last, 'channels_last', (None, True, False))
         check_choice(compile, 'compile', (True, False)); check_choice(clean_eval, 'clean_eval', (True, False))
@@ -192,18 +192,27 @@ class Learner:
 # %% ../nbs/01_learner.ipynb #5e2c68e3
 @patch
 def default_predict(self:Learner):
+    "The default `predict`: the model's output on `xb` (under autocast) into `preds`"
     with self.autocast(): self.preds = self.fwd(self.xb)
 @patch
 def default_get_loss(self:Learner):
+    "The default `get_loss`: `loss_func(preds, yb)` (under autocast) into `loss`"
     with self.autocast(): self.loss = self.loss_func(self.preds, self.yb)
 @patch
-def default_backward(self:Learner): self.loss.backward()
+def default_backward(self:Learner):
+    "The default `backward`: the gradient of `loss` into the parameters' `.grad`"
+    self.loss.backward()
 @patch
-def default_step(self:Learner): self('before_step'); self.opt.step()
+def default_step(self:Learner):
+    "The default `step`: fire `before_step`, then step the optimizer"
+    self('before_step'); self.opt.step()
 @patch
-def default_zero_grad(self:Learner): self.opt.zero_grad(set_to_none=True)
+def default_zero_grad(self:Learner):
+    "The default `zero_grad`: clear the gradients (set them to `None`)"
+    self.opt.zero_grad(set_to_none=True)
 @patch
 def default_train_step(self:Learner):
+    "The default `train_step`: `predict`, `get_loss`, `backward`, `step` and `zero_grad`, each followed by its event"
     self.predict(); self('after_pred')
     self.get_loss(); self('after_loss')
     self.backward(); self('after_backward')

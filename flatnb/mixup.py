@@ -45,7 +45,7 @@ def mixup_batch(x:Tensor, # (B, ...) inputs
         raise ValueError(f"x, y and perm must have the same length: {len(x)}, {len(y)}, {tuple(perm.shape)}")
     return torch.lerp(x[perm], x, lam), y, y[perm]
 
-def mix_loss(loss_func, # `(preds, target, reduction=...) -> loss`, e.g. `cross_entropy`
+def mix_loss(loss_func, # `(preds, target, reduction=...) -> loss`, e.g. cross_entropy
              preds:Tensor, # outputs on the mixed inputs
              y_a:Tensor, # targets of the original examples
              y_b:Tensor, # targets of the partners

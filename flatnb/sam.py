@@ -47,44 +47,44 @@ def _precondition(self:SAM, group:dict, params:list[Tensor], ts:list[Tensor]) ->
     return torch._foreach_mul(ts, torch._foreach_abs(params)) if group['adaptive'] else ts
 
 @patch
-@torch.no_grad()
 def first_step(self:SAM, zero_grad:bool=False # clear the gradients afterwards, ready for the second pass
               ):
     "Save w, then move every parameter with a gradient to w + ε, ε = ρ T²g/‖Tg‖ (norm over all groups)"
-    ps = self._params()
-    if self._w is None or len(self._w) != len(ps): self._w = [torch.empty_like(p) for p in ps]
-    torch._foreach_copy_(self._w, ps)
-    groups = [(g, [p for p in g['params'] if p.grad is not None]) for g in self.param_groups]
-    groups = [(g, gp) for g, gp in groups if gp]
-    if groups:
-        tg = [self._precondition(g, gp, [p.grad for p in gp]) for g, gp in groups] # T g
-        norms = [n for t in tg for n in torch._foreach_norm(t)]
-        dt = torch.float64 if any(n.dtype == torch.float64 for n in norms) else torch.float32 # bf16/fp16: fp32
-        norm = torch.linalg.vector_norm(torch.stack([n.to(norms[0].device, dt) for n in norms]))
-        ok = torch.isfinite(norm)
-        for (g, gp), t in zip(groups, tg):
-            scale = torch.where(ok, g['rho'] / (norm + 1e-12), torch.zeros_like(norm))
-            e = self._precondition(g, gp, torch._foreach_mul(t, scale)) # ρ T² g / ‖T g‖
-            torch._foreach_add_(gp, e)
-    self._perturbed = True
-    if zero_grad: self.zero_grad()
+    with torch.no_grad():
+        ps = self._params()
+        if self._w is None or len(self._w) != len(ps): self._w = [torch.empty_like(p) for p in ps]
+        torch._foreach_copy_(self._w, ps)
+        groups = [(g, [p for p in g['params'] if p.grad is not None]) for g in self.param_groups]
+        groups = [(g, gp) for g, gp in groups if gp]
+        if groups:
+            tg = [self._precondition(g, gp, [p.grad for p in gp]) for g, gp in groups] # T g
+            norms = [n for t in tg for n in torch._foreach_norm(t)]
+            dt = torch.float64 if any(n.dtype == torch.float64 for n in norms) else torch.float32 # bf16/fp16: fp32
+            norm = torch.linalg.vector_norm(torch.stack([n.to(norms[0].device, dt) for n in norms]))
+            ok = torch.isfinite(norm)
+            for (g, gp), t in zip(groups, tg):
+                scale = torch.where(ok, g['rho'] / (norm + 1e-12), torch.zeros_like(norm))
+                e = self._precondition(g, gp, torch._foreach_mul(t, scale)) # ρ T² g / ‖T g‖
+                torch._foreach_add_(gp, e)
+        self._perturbed = True
+        if zero_grad: self.zero_grad()
 
 @patch
-@torch.no_grad()
 def restore(self:SAM):
     "Copy the weights saved by `first_step` back into every parameter (no step); a no-op when not perturbed"
-    if self._perturbed: torch._foreach_copy_(self._params(), self._w)
+    if self._perturbed:
+        with torch.no_grad(): torch._foreach_copy_(self._params(), self._w)
     self._perturbed = False
 
 @patch
-@torch.no_grad()
 def second_step(self:SAM, zero_grad:bool=False # clear the gradients afterwards
                ):
     "Restore w (every parameter) and step the base optimizer with the gradient computed at w + ε"
-    self.restore()
-    self.base_optimizer.step()
-    self._opt_called = True # tell an attached LR scheduler that the optimizer did step
-    if zero_grad: self.zero_grad()
+    with torch.no_grad():
+        self.restore()
+        self.base_optimizer.step()
+        self._opt_called = True # tell an attached LR scheduler that the optimizer did step
+        if zero_grad: self.zero_grad()
 
 # %% ../nbs/05_sam.ipynb #65ead278
 @patch
@@ -138,7 +138,7 @@ class SAMBaseCB(Callback):
     "What the SAM-family callbacks share: the optimizer as a `SAM`, the sync of the first pass, the update around w+ε"
     order = -30 # wrap the optimizer before OneCycle (-20) attaches its schedule and Checkpoint (100) loads its state
     def __init__(self,
-                 rho:float|None=None, # wrap the Learner's optimizer in a SAM with this ρ; `None`: it must be a `SAM`
+                 rho:float|None=None, # wrap the Learner's optimizer in a SAM with this ρ; `None`: it must be a SAM
                  adaptive:bool=False, # with `rho`: ASAM's neighbourhood (a SAM with `adaptive=True`)
                  sync:bool=True # torchrun: one ε from the all-reduced first gradient; False: each rank its own ε
                 ):

@@ -55,7 +55,7 @@ def soft_pool2d(x:Tensor, # (N, C, H, W) activations z
     return what, where
 
 # %% ../nbs/02_soft_pooling.ipynb #f3f27724
-def soft_unpool2d(what:Tensor, # (N, C, H', W') values, e.g. the `what` of `soft_pool2d`
+def soft_unpool2d(what:Tensor, # (N, C, H', W') values, e.g. the `what` of soft_pool2d
                   where:Tensor, # (N, C, H', W', 2) positions (x, y) in [-1, 1], e.g. its `where`
                   kernel_size:int=2 # k: each value goes back into a k×k window
                  ) -> Tensor:

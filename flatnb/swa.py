@@ -106,7 +106,7 @@ class SWA(Callback):
             for g, lr in zip(self._opt.param_groups, self.lrs): g['lr'] = lr
 
 # %% ../nbs/09_swa.ipynb #ebe148ed
-def recompute_bn(learn, # a `Learner`; its model's BatchNorm statistics are reset and recomputed
+def recompute_bn(learn, # a Learner; its model's BatchNorm statistics are reset and recomputed
                  loader=None # an iterable of (x, y) batches; `None`: the training loader (this epoch's batches)
                 ):
     "`torch.optim.swa_utils.update_bn` over device-resident batches, in the learner's autocast and memory format"

@@ -134,7 +134,7 @@ class _SWWVAE(SWWAE):
     def __init__(self, c_in:int=1, size:int=16, widths:tuple=(16, 32),
                  latent_dim:int=10, # K: number of latent dimensions
                  hidden:int=256, # width of the MLP head and of the latent decoder
-                 **kwargs # the rest of `SWWAE`'s arguments
+                 **kwargs # the rest of SWWAE's arguments
                 ):
         if 'n_classes' in kwargs:
             raise ValueError("a VAE is trained unsupervised; classify its representation with `train_two_stage`")
@@ -195,7 +195,7 @@ class SWWGaussVAE(_SWWVAE):
     def _rep(self, lat): return lat['mu']
 
 # %% ../nbs/04_beta_vae.ipynb #c538caa2
-def fit_vae(model:SWWAE, # an `SWWAE`, `BetaSWWDirVAE` or `SWWGaussVAE`
+def fit_vae(model:SWWAE, # an SWWAE, BetaSWWDirVAE or SWWGaussVAE
             data:Data, # images (and labels, for a supervised SWWAE)
             epochs:int=20, # passes over the training set
             lr:float=2e-3, # Adam learning rate (cosine-annealed to 0)
@@ -275,7 +275,7 @@ def latent_classifier(latent_dim:int, # size K of the representation
 
 def train_two_stage(vae:_SWWVAE, # a trained VAE; its encoder is frozen
                     data:Data, # the labelled images
-                    head:str='mlp', # see `latent_classifier`
+                    head:str='mlp', # see latent_classifier
                     epochs:int=30, # classifier epochs
                     lr:float=0.05, # peak SGD learning rate (one-cycle)
                     rho:float|None=0.05, # SAM's ρ; `None` trains with the plain base optimizer
