@@ -47,8 +47,8 @@ def parser() -> argparse.ArgumentParser:
                    help="override a setting of the preset, e.g. --set lr=0.05 --set hessian_bs=16 (repeatable)")
     r.add_argument('--limit', type=int, help="keep only the first N training and test examples (a quick smoke test)")
     r.add_argument('--threads', type=int, help="CPU threads of each run (default 1; recorded in its config.json)")
-    r.add_argument('--jobs', type=int, help="runs trained at once, in worker processes (default: the cores / --threads, "
-                                            "at most the runs left; 1 on a GPU)")
+    r.add_argument('--jobs', type=int, help="runs trained at once, in worker processes "
+                                            "(default: the cores / --threads, at most the runs left; 1 on a GPU)")
     r.add_argument('--dry-run', action='store_true', help="check settings, data and every arm, then stop")
     r.add_argument('--no-sharpness', action='store_true', help="skip the Hessian sharpness measurement")
     r.add_argument('--compile', action='store_true', help="torch.compile the model")

@@ -161,7 +161,7 @@ def arm_config(recipe:Recipe, # the recipe
                cfg:dict, # the preset's configuration (with the user's overrides)
                arm:str # one of `recipe.arms`
               ) -> dict:
-    "The full configuration of `arm`: the run defaults, the recipe's defaults, its techniques' defaults, the preset, the arm's settings"
+    "The full configuration of `arm`: run and recipe defaults, its techniques' defaults, the preset, the arm's settings"
     a = recipe.arms[arm]
     techs = a.get('techniques', cfg.get('techniques', ()))
     for t in techs: check_choice(t, 'technique', recipe.techniques)
@@ -360,9 +360,10 @@ def train_runs(recipe:Recipe, # the recipe
     try:
         for f in as_completed([pool.submit(_worker_train, ij) for ij in todo]): yield f.result()
     except BrokenProcessPool as e:
-        raise RuntimeError(f"the worker processes of --jobs {jobs} failed to start or died ({e}). They import the recipe"
-                           " afresh: one defined in a notebook or script is not importable by them, and a script that calls"
-                           " `run` needs `if __name__ == '__main__':`. Or train with jobs=1 (--jobs 1)") from None
+        raise RuntimeError(f"the worker processes of --jobs {jobs} failed to start or died ({e}). They import the "
+                           "recipe afresh: one defined in a notebook or script is not importable by them, and a script "
+                           "that calls `run` needs `if __name__ == '__main__':`. Or train with jobs=1 (--jobs 1)"
+                           ) from None
     finally:   # done, failed or interrupted: stop the runs still in flight; each resumes from its checkpoint
         for p in list(pool._processes.values()): p.terminate()
         pool.shutdown(wait=True, cancel_futures=True)
@@ -398,7 +399,7 @@ def run(recipe:Recipe, # the recipe (see `flatnb.recipes.RECIPES`)
         device=None, # training device; `None`: the best available
         arms:list|None=None, # a subset of the recipe's arms
         data_root:str|Path='data', # where torchvision data sets are cached
-        progress:bool|None=None, # a live bar per run (one job only); `None`: when the output is a terminal or a notebook
+        progress:bool|None=None, # a live bar per run (one job only); `None`: in a terminal or a notebook
         log=partial(print, flush=True), # where to report each finished run and the result files; `None` is silent
         backend:str|None=None, # under torchrun: nccl or gloo (default: nccl with CUDA, else gloo)
         overrides:dict|None=None, # setting -> value, overriding the preset (arms that set it keep theirs)
@@ -441,9 +442,10 @@ def stored_dir(recipe:str, # a recipe's name
     return Path(root)/f'{recipe}-{preset}'/path
 
 # %% ../nbs/15_experiment.ipynb #557bc43d
-_MACHINE = ("import json, platform, sys, torch; print(json.dumps(dict(cpu_capability=torch.backends.cpu.get_cpu_capability(),"
-            " torch=torch.__version__, python=platform.python_version(), machine=platform.machine(), cores=len(__import__('os')"
-            ".sched_getaffinity(0)) if hasattr(__import__('os'), 'sched_getaffinity') else None)))")
+_MACHINE = """import json, os, platform, torch
+print(json.dumps(dict(cpu_capability=torch.backends.cpu.get_cpu_capability(), torch=torch.__version__,
+                      python=platform.python_version(), machine=platform.machine(),
+                      cores=len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count())))"""
 
 def store_results(recipe:str, # a recipe's name
                   preset:str='cpu', # its preset
@@ -458,6 +460,7 @@ def store_results(recipe:str, # a recipe's name
         subprocess.run([sys.executable, '-m', 'flatnb', 'run', recipe, '--preset', preset, '--out', str(out),
                         '--no-progress', *map(str, args)], env=env, check=True)
         info = subprocess.run([sys.executable, '-c', _MACHINE], env=env, check=True, capture_output=True, text=True)
-        atomic_write_text(out/'machine.json', json.dumps({'fp_path': p, **FP_PATHS[p], **json.loads(info.stdout)}, indent=1))
+        machine = {'fp_path': p, **FP_PATHS[p], **json.loads(info.stdout)}
+        atomic_write_text(out/'machine.json', json.dumps(machine, indent=1))
         outs.append(out)
     return outs

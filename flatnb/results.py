@@ -343,7 +343,7 @@ def across_paths(rows_by_path:dict, # path name -> the runs computed on that pat
                  ref:str|None=None, # the reference arm; `None`: the first arm
                  metric:str='test_acc' # the column to compare
                 ) -> list[dict]:
-    "Each arm's `compare` result on every path, and the verdict: 'higher', 'lower', 'no difference shown' or 'not established'"
+    "Each arm's `compare` on every path, and the verdict: 'higher', 'lower', 'no difference shown' or 'not established'"
     per = {p: {c['arm']: c for c in compare(rows, ref, metric)} for p, rows in rows_by_path.items()}
     arms = [a for a in next(iter(per.values())) if all(a in cs for cs in per.values())]
     out = []
