@@ -8,9 +8,13 @@ Each creates (or reuses) .venv/ and installs exactly what it needs: the runtime 
 `run`, plus the development ones for `test`. Also:
 
     python3 tasks.py readme   # regenerate README.md from nbs/index.ipynb (Quarto-free)
-    python3 tasks.py lab      # open the notebooks in JupyterLab
+    python3 tasks.py docs     # the documentation: the site with Quarto (nbdev_docs), else plain HTML pages in _docs/
+    python3 tasks.py lab      # open the notebooks in JupyterLab (with --allow-root when run as root)
+
+`docs` never lets nbdev install Quarto: without it, nbdev_docs and nbdev_proc_nbs would run `sudo` and
+`pip install -e ".[dev]"` with whatever pip comes first on PATH. Quarto: https://quarto.org/docs/get-started/
 """
-import configparser, hashlib, os, re, shlex, subprocess, sys, time, venv
+import configparser, hashlib, json, os, re, shlex, shutil, subprocess, sys, time, venv
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -69,6 +73,40 @@ def readme():
     sh(BIN/'jupyter', 'nbconvert', '--to', 'markdown', '--log-level', 'WARN', '--TemplateExporter.exclude_input_prompt=True',
        '--output-dir', '.', '--output', 'README', 'nbs/index.ipynb')
 
+QUARTO_URL = 'https://quarto.org/docs/get-started/'
+# nbdev_proc_nbs with nbdev's Quarto installer switched off (it would run sudo and pip install when Quarto is missing)
+PROC_NBS = "import nbdev.quarto as q; q._ensure_quarto = lambda: None; q.nbdev_proc_nbs.__wrapped__()"
+
+def run_in(root:Path, *cmd, env=None):
+    "`sh` in the folder `root`"
+    print('+', ' '.join(map(str, cmd)), flush=True)
+    r = subprocess.run([str(c) for c in cmd], cwd=root, env=env)
+    if r.returncode: sys.exit(r.returncode)
+
+def docs_html(root:Path=ROOT, env=None) -> list[Path]:
+    "Without Quarto: the notebooks of `root` processed into _proc/ (nbdev_proc_nbs), then each as plain HTML in _docs/"
+    run_in(root, BIN/'python', '-c', PROC_NBS, env=env)
+    proc, out = root/'_proc', root/'_docs'
+    for p in proc.rglob('*.ipynb'):   # nbdev marks the show_doc cells it adds with `has_sd`, which nbformat rejects
+        nb = json.loads(p.read_text(encoding='utf-8'))
+        if any('has_sd' in c for c in nb['cells']):
+            for c in nb['cells']: c.pop('has_sd', None)
+            p.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + '\n', encoding='utf-8')
+    for folder in sorted({p.parent for p in proc.rglob('*.ipynb')}):
+        run_in(root, BIN/'jupyter', 'nbconvert', '--to', 'html', '--log-level', 'WARN',
+               '--output-dir', out/folder.relative_to(proc), *sorted(folder.glob('*.ipynb')), env=env)
+    pages = sorted(out.rglob('*.html'))
+    print(f'{len(pages)} pages in {out}', flush=True)
+    return pages
+
+def docs(env, root:Path=ROOT):
+    "The documentation site with Quarto (nbdev_docs); without Quarto, plain HTML pages (`docs_html`)"
+    if shutil.which('quarto', path=env.get('PATH')): return run_in(root, BIN/'nbdev_docs', env=env)
+    print(f"Quarto is not installed, so the site cannot be built: get it from {QUARTO_URL} (then run this again).\n"
+          "Meanwhile, plain HTML pages, rendered with nbconvert from _proc/ into _docs/ (nbdev's installer is not run).",
+          flush=True)
+    return docs_html(root, env)
+
 def main(argv):
     cmd = argv[1] if len(argv) > 1 else ''
     env = {**os.environ, 'PATH': f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
@@ -76,7 +114,10 @@ def main(argv):
         ensure_venv(dev=False); sh(*MAIN_JOB, *argv[2:], env=env)
     elif cmd == 'test': test(argv[2:], env)   # nbdev_test: 2 notebooks at once, 1 thread each (no oversubscription)
     elif cmd == 'readme': ensure_venv(dev=True); readme()
-    elif cmd == 'lab': ensure_venv(dev=True); sh(BIN/'jupyter', 'lab', 'nbs', env=env)
+    elif cmd == 'docs': ensure_venv(dev=True); docs(env)
+    elif cmd == 'lab':   # Jupyter refuses to start as root without --allow-root
+        ensure_venv(dev=True); root = hasattr(os, 'geteuid') and os.geteuid() == 0
+        sh(BIN/'jupyter', 'lab', 'nbs', *(['--allow-root'] if root else []), env=env)
     else: print(__doc__); sys.exit(2)
 
 if __name__ == '__main__': main(sys.argv)

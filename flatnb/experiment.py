@@ -59,7 +59,7 @@ class Technique:
 
 # %% ../nbs/15_experiment.ipynb #f1351e34
 def check_arm(techs, # the technique names of one arm, in order
-              techniques:dict # name -> `Technique`
+              techniques:dict # name -> Technique
              ):
     "Raise `ValueError` if a technique is unknown or two of them cannot act together (one role each, no exclusion)"
     for t in techs: check_choice(t, 'technique', techniques)
@@ -73,7 +73,7 @@ def check_arm(techs, # the technique names of one arm, in order
             if why: raise ValueError(f"techniques {a} and {b} cannot be combined: {why}")
 
 def plan_arm(cfg:dict, # the run's configuration, with its `techniques`
-             techniques:dict # name -> `Technique`
+             techniques:dict # name -> Technique
             ) -> Plan:
     "Apply the techniques named in `cfg['techniques']`, in order, to a fresh `Plan`"
     check_arm(cfg.get('techniques', ()), techniques)
@@ -145,7 +145,7 @@ class Recipe:
     doc:str # one line for `flatnb --help`
     presets:dict # preset name -> configuration (data, model, training settings, seeds; `arms`: the arms it runs)
     arms:dict # arm name -> overrides of the configuration (e.g. `techniques`)
-    techniques:dict=field(default_factory=dict) # technique name -> `Technique`
+    techniques:dict=field(default_factory=dict) # technique name -> Technique
     models:dict=field(default_factory=dict) # model name -> `f(num_classes, in_channels) -> nn.Module`
     metrics:dict=field(default_factory=dict) # extra metric name -> `f(learn, cfg) -> dict of numbers`
     train:Callable=train_classifier # `(run, data, check_only) -> dict of metrics`
@@ -293,7 +293,7 @@ class Job:
     title:str # e.g. '[3/10] gmix/sam seed 2'
 
 def plan_runs(recipe:Recipe, # the recipe
-              arm_cfgs:dict, # arm -> full configuration (`resolve`)
+              arm_cfgs:dict, # arm -> full configuration (from resolve)
               seeds:int, # seeds per arm
               out:Path # the output folder
              ) -> list[Job]:
@@ -344,7 +344,7 @@ def _worker_train(i_job):
 
 # %% ../nbs/15_experiment.ipynb #1844e15d
 def train_runs(recipe:Recipe, # the recipe
-               todo:list, # (index, `Job`) pairs to train
+               todo:list, # (index, Job) pairs to train
                data:Data, # the data set, on `device`
                device:torch.device, # the training device
                jobs:int=1, # runs trained at once, each in a worker process when above 1
@@ -405,7 +405,7 @@ def run(recipe:Recipe, # the recipe (see `flatnb.recipes.RECIPES`)
         overrides:dict|None=None, # setting -> value, overriding the preset (arms that set it keep theirs)
         limit:int|None=None, # keep only the first `limit` training and test examples (a quick smoke test)
         dry_run:bool=False, # validate everything (settings, data, every arm against the fit) and stop before training
-        jobs:int|None=None # runs trained at once, in worker processes; `None`: `default_jobs`
+        jobs:int|None=None # runs trained at once, in worker processes; `None`: default_jobs
        ) -> list[dict]:
     "Run every (arm, seed) of a recipe, resuming finished and interrupted runs; write results.csv, .md and a plot"
     cfg, arm_cfgs = resolve(recipe, preset, epochs, seeds, arms, overrides, limit)

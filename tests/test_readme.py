@@ -35,7 +35,7 @@ def cwd(tmp_path_factory):
 def test_shell_lines_run(cwd, line):
     args = shlex.split(line)
     if args[:2] == ['python3', 'tasks.py']:
-        assert args[2] in ('run', 'test', 'readme', 'lab'); return
+        assert args[2] in ('run', 'test', 'readme', 'docs', 'lab'); return
     if args[0] == 'torchrun':
         assert args[args.index('-m') + 1] == 'flatnb' and 'run' in args; return
     if args[0] in ('python', 'python3') and args[1] == '-c':
