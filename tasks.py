@@ -22,9 +22,9 @@ VENV = ROOT/'.venv'
 BIN = VENV/('Scripts' if os.name == 'nt' else 'bin')
 MAIN_JOB = ['flatnb', 'run', 'gmix', '--preset', 'cpu', '--out', 'runs/gmix-cpu']
 
-def sh(*cmd, **kw):
+def sh(*cmd, cwd=ROOT, **kw):
     print('+', ' '.join(map(str, cmd)), flush=True)
-    r = subprocess.run([str(c) for c in cmd], cwd=ROOT, **kw)
+    r = subprocess.run([str(c) for c in cmd], cwd=cwd, **kw)
     if r.returncode: sys.exit(r.returncode)
 
 def ensure_venv(dev:bool):
@@ -77,15 +77,9 @@ QUARTO_URL = 'https://quarto.org/docs/get-started/'
 # nbdev_proc_nbs with nbdev's Quarto installer switched off (it would run sudo and pip install when Quarto is missing)
 PROC_NBS = "import nbdev.quarto as q; q._ensure_quarto = lambda: None; q.nbdev_proc_nbs.__wrapped__()"
 
-def run_in(root:Path, *cmd, env=None):
-    "`sh` in the folder `root`"
-    print('+', ' '.join(map(str, cmd)), flush=True)
-    r = subprocess.run([str(c) for c in cmd], cwd=root, env=env)
-    if r.returncode: sys.exit(r.returncode)
-
 def docs_html(root:Path=ROOT, env=None) -> list[Path]:
     "Without Quarto: the notebooks of `root` processed into _proc/ (nbdev_proc_nbs), then each as plain HTML in _docs/"
-    run_in(root, BIN/'python', '-c', PROC_NBS, env=env)
+    sh(BIN/'python', '-c', PROC_NBS, cwd=root, env=env)
     proc, out = root/'_proc', root/'_docs'
     for p in proc.rglob('*.ipynb'):   # nbdev marks the show_doc cells it adds with `has_sd`, which nbformat rejects
         nb = json.loads(p.read_text(encoding='utf-8'))
@@ -93,15 +87,15 @@ def docs_html(root:Path=ROOT, env=None) -> list[Path]:
             for c in nb['cells']: c.pop('has_sd', None)
             p.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + '\n', encoding='utf-8')
     for folder in sorted({p.parent for p in proc.rglob('*.ipynb')}):
-        run_in(root, BIN/'jupyter', 'nbconvert', '--to', 'html', '--log-level', 'WARN',
-               '--output-dir', out/folder.relative_to(proc), *sorted(folder.glob('*.ipynb')), env=env)
+        sh(BIN/'jupyter', 'nbconvert', '--to', 'html', '--log-level', 'WARN', '--output-dir', out/folder.relative_to(proc),
+           *sorted(folder.glob('*.ipynb')), cwd=root, env=env)
     pages = sorted(out.rglob('*.html'))
     print(f'{len(pages)} pages in {out}', flush=True)
     return pages
 
 def docs(env, root:Path=ROOT):
     "The documentation site with Quarto (nbdev_docs); without Quarto, plain HTML pages (`docs_html`)"
-    if shutil.which('quarto', path=env.get('PATH')): return run_in(root, BIN/'nbdev_docs', env=env)
+    if shutil.which('quarto', path=env.get('PATH')): return sh(BIN/'nbdev_docs', cwd=root, env=env)
     print(f"Quarto is not installed, so the site cannot be built: get it from {QUARTO_URL} (then run this again).\n"
           "Meanwhile, plain HTML pages, rendered with nbconvert from _proc/ into _docs/ (nbdev's installer is not run).",
           flush=True)

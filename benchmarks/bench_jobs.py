@@ -10,8 +10,9 @@ with the number of runs: 1.52x for 6 runs, 1.72x for 18 (2026-12-04, this benchm
     python benchmarks/bench_jobs.py                       # 2 rounds of the 6 main arms x 3 seeds (18 runs)
     python benchmarks/bench_jobs.py --arms vanilla --seeds 2 --rounds 1
 """
-import argparse, os, platform, statistics, subprocess, sys, tempfile, time
+import argparse, platform, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
+from flatnb.experiment import cpu_cores
 
 def wall(jobs, arms, seeds, out):
     t = time.perf_counter()
@@ -32,7 +33,7 @@ def main():
                 times[jobs].append(wall(jobs, a.arms, a.seeds, Path(d)/f'{r}-{jobs}'))
                 print(f"round {r + 1}, --jobs {jobs}: {times[jobs][-1]:.1f}s", flush=True)
     med = {j: statistics.median(t) for j, t in times.items()}
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+    cores = cpu_cores()
     n = len(a.arms.split(',')) * a.seeds
     md = (f"# `flatnb run --jobs`: the main job's runs one at a time and two at once\n\n"
           f"`flatnb run gmix --preset cpu --arms {a.arms} --seeds {a.seeds}` ({n} runs, one thread each), "

@@ -20,8 +20,8 @@ from .results import *
 # %% auto #0
 __all__ = ['ROLES', 'CLASSIFIER_DEFAULTS', 'RUN_DEFAULTS', 'LIMIT_CAPS', 'FP_PATHS', 'Plan', 'Technique', 'check_arm', 'plan_arm',
            'Run', 'classifier_learner', 'train_classifier', 'Recipe', 'arm_config', 'run_key', 'UsageError',
-           'parse_setting', 'resolve', 'writable_dir', 'Job', 'plan_runs', 'train_run', 'default_jobs', 'train_runs',
-           'run', 'stored_dir', 'store_results']
+           'parse_setting', 'resolve', 'writable_dir', 'Job', 'plan_runs', 'train_run', 'cpu_cores', 'default_jobs',
+           'train_runs', 'run', 'stored_dir', 'store_results']
 
 # %% ../nbs/15_experiment.ipynb #7e10127e
 @dataclass
@@ -322,13 +322,16 @@ def train_run(recipe:Recipe, # the recipe
     return res
 
 # %% ../nbs/15_experiment.ipynb #138c7d12
+def cpu_cores() -> int:
+    "The cores this process may run on"
+    return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
+
 def default_jobs(n_runs:int, # runs left to train
                  threads:int, # threads per run
                  device:torch.device # the training device
                 ) -> int:
     "Runs trained at once by default: on the CPU, the cores divided by the threads per run; on a GPU, 1"
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
-    return max(1, min(cores // threads if device.type == 'cpu' else 1, n_runs))
+    return max(1, min(cpu_cores() // threads if device.type == 'cpu' else 1, n_runs))
 
 _worker = {}
 
@@ -338,9 +341,12 @@ def _worker_init(recipe, data, device):
     if sys.platform == 'linux': ctypes.CDLL(None).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
     _worker.update(recipe=recipe, data=data, device=device)
 
-def _worker_train(i_job):
-    i, job = i_job; t0 = time.perf_counter()
-    return i, train_run(_worker['recipe'], job, _worker['data'], _worker['device']), time.perf_counter() - t0
+def _timed_train(recipe, i, job, data, device, show=False):
+    "(i, result, seconds) of `train_run`"
+    t0 = time.perf_counter(); res = train_run(recipe, job, data, device, show)
+    return i, res, time.perf_counter() - t0
+
+def _worker_train(i_job): return _timed_train(_worker['recipe'], *i_job, _worker['data'], _worker['device'])
 
 # %% ../nbs/15_experiment.ipynb #1844e15d
 def train_runs(recipe:Recipe, # the recipe
@@ -352,9 +358,7 @@ def train_runs(recipe:Recipe, # the recipe
               ):
     "Train every run of `todo`; yield (index, result, seconds) as each finishes"
     if jobs == 1:
-        for i, job in todo:
-            t0 = time.perf_counter(); res = train_run(recipe, job, data, device, show)
-            yield i, res, time.perf_counter() - t0
+        for i, job in todo: yield _timed_train(recipe, i, job, data, device, show)
         return
     pool = ProcessPoolExecutor(jobs, multiprocessing.get_context('spawn'), _worker_init, (recipe, data, device))
     try:
@@ -442,10 +446,10 @@ def stored_dir(recipe:str, # a recipe's name
     return Path(root)/f'{recipe}-{preset}'/path
 
 # %% ../nbs/15_experiment.ipynb #557bc43d
-_MACHINE = """import json, os, platform, torch
+_MACHINE = """import json, platform, torch
+from flatnb.experiment import cpu_cores
 print(json.dumps(dict(cpu_capability=torch.backends.cpu.get_cpu_capability(), torch=torch.__version__,
-                      python=platform.python_version(), machine=platform.machine(),
-                      cores=len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count())))"""
+                      python=platform.python_version(), machine=platform.machine(), cores=cpu_cores())))"""
 
 def store_results(recipe:str, # a recipe's name
                   preset:str='cpu', # its preset
