@@ -101,7 +101,7 @@ def frozen_bn_stats(model:nn.Module # the network whose BatchNorm running statis
     "Context manager: BatchNorm running statistics (and counters) of `model` are restored on exit"
     bufs = [b for m in model.modules() if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats
             for b in (m.running_mean, m.running_var, m.num_batches_tracked) if b is not None]
-    saved = torch._foreach_clone(bufs) if bufs else []
+    saved = [b.clone() for b in bufs]
     try: yield
     finally:
         if bufs: torch._foreach_copy_(bufs, saved)
