@@ -4,14 +4,14 @@
 
 # %% ../nbs/14_results.ipynb #50825f64
 from __future__ import annotations
-import csv, io, math, os
+import csv, io, math, os, statistics
 from pathlib import Path
 from .core import atomic_write_text, check_choice, check_num
 
 # %% auto #0
-__all__ = ['BASE_COLS', 'ACC_COLS', 'TIME_COLS', 'GAP_NOTE', 'VERDICTS', 'is_percent', 'scalar_cols', 'results_csv', 'mean_sd',
-           'paired_ci', 'welch_ci', 'compare', 'summary', 'fmt_cell', 'results_table', 'plot_results', 'show_results',
-           'write_results', 'load_results', 'across_paths', 'paths_table']
+__all__ = ['BASE_COLS', 'ACC_COLS', 'TIME_COLS', 'GAP_NOTE', 'LABELS', 'VERDICTS', 'is_percent', 'scalar_cols', 'results_csv',
+           'mean_sd', 'paired_ci', 'welch_ci', 'compare', 'summary', 'fmt_cell', 'results_table', 'plot_results',
+           'show_results', 'write_results', 'load_results', 'across_paths', 'paths_table', 'resolution']
 
 # %% ../nbs/14_results.ipynb #555b014d
 BASE_COLS = ('arm', 'seed', 'epochs', 'train_acc', 'clean_train_acc', 'test_acc', 'gap', 'clean_gap',
@@ -167,23 +167,28 @@ def _cells(rows, arm, cols):
 # %% ../nbs/14_results.ipynb #0d3ef1b9
 GAP_NOTE = ("gap = test accuracy − training accuracy on the batches as trained (augmented, as in `004`); "
             "clean gap = test accuracy − accuracy on the un-augmented training set in evaluation mode")
+LABELS = dict(train_acc='train', clean_train_acc='clean train', test_acc='test', gap='gap', clean_gap='clean gap')
+
+def _test(c): return c['test'] if c['lo'] is not None else '1 seed: no interval'
+
+def _delta(c):
+    d = f"{_pts(c['diff'])}{'*' * c['significant']}"
+    return d if c['lo'] is None else f"{d} [{_pts(c['lo'])}, {_pts(c['hi'])}]"
 
 def _first_table(rows, ref, paper):
+    "The accuracies; columns `seeds`, `epochs` and `interval` only where the arms differ in them. Returns the tests too"
     cols, cmp = [c for c in ACC_COLS if c in scalar_cols(rows)], {c['arm']: c for c in compare(rows, ref)}
-    def delta(a):
-        if a == ref: return ['reference', '–']
-        if a not in cmp: return ['–', '–']
-        c = cmp[a]; d = f"{_pts(c['diff'])}{'*' * c['significant']}"
-        if c['lo'] is None: return [d, '1 seed: no interval']
-        return [f"{d} [{_pts(c['lo'])}, {_pts(c['hi'])}]", c['test']]
+    tests, extra = {_test(c) for c in cmp.values()}, [k for k, v in zip(('seeds', 'epochs'), _seeds_epochs(rows)) if '-' in v]
     def row(a):
         rs = [r for r in rows if r['arm'] == a]
-        eps = ', '.join(map(str, sorted({r['epochs'] for r in rs if 'epochs' in r}))) or '–'
-        pap = ([f"{paper[a]:.2f}" if _is_num(paper.get(a)) else '–'] if paper else [])
-        return [a, eps, str(len(rs))] + _cells(rows, a, cols) + delta(a) + pap
-    head = ['arm', 'epochs', 'seeds', *cols, f'Δ test_acc vs {ref} [95% CI]', 'interval']
-    head += ['paper test_acc'] if paper else []
-    return _md_table(head, [row(a) for a in _arms(rows)])
+        ext = dict(seeds=str(len(rs)), epochs=', '.join(map(str, sorted({r['epochs'] for r in rs if 'epochs' in r}))) or '–')
+        d = 'reference' if a == ref else _delta(cmp[a]) if a in cmp else '–'
+        test = [_test(cmp[a]) if a in cmp else '–'] * (len(tests) > 1)
+        pap = [f"{paper[a]:.2f}" if _is_num(paper.get(a)) else '–'] if paper else []
+        return [a, *(ext[k] for k in extra), *_cells(rows, a, cols), d, *test, *pap]
+    head = ['arm', *extra, *(LABELS[c] for c in cols), f'Δ test vs {ref} [95% CI]']
+    head += ['interval'] * (len(tests) > 1) + ['paper test'] * bool(paper)
+    return _md_table(head, [row(a) for a in _arms(rows)]), tests
 
 def _other_tables(rows, width=6):
     num = [c for c in scalar_cols(rows) if c not in BASE_COLS and any(_is_num(r.get(c)) for r in rows)]
@@ -192,10 +197,20 @@ def _other_tables(rows, width=6):
     return [_md_table(head(cols[i:i+width]), [[a] + _cells(rows, a, cols[i:i+width]) for a in _arms(rows)])
             for i in range(0, len(cols), width)]
 
+def _stages(rows): # e.g. '30 epochs of vae, then 20 epochs of classifier', where a run's history has stages
+    h = next((r['history'] for r in rows if r.get('history')), [])
+    n = {s: sum(e.get('stage') == s for e in h) for s in dict.fromkeys(e['stage'] for e in h if 'stage' in e)}
+    return ', then '.join(f"{k} epochs of {s}" for s, k in n.items()) if len(n) > 1 else ''
+
+def _trained(rows):
+    eps = _seeds_epochs(rows)[1]
+    if '-' in eps: return f"the runs trained {eps} epochs (column epochs)"
+    return f"every run trained {_stages(rows) or eps + ' epoch' + 's' * (eps != '1')}"
+
 def _paper_note(rows, paper, data_name):
     pe, eps = paper.get('epochs'), _seeds_epochs(rows)[1]
     least = min((r['epochs'] for r in rows if 'epochs' in r), default=None)
-    note = f"paper test_acc: the test accuracy (%) reported by {paper.get('source', 'the source')}"
+    note = f"paper test: the test accuracy (%) reported by {paper.get('source', 'the source')}"
     note += f" after {pe} epochs" if pe else ''
     runs = f"{eps} epoch{'s' * (eps != '1')}{f' on {data_name}' if data_name else ''}"
     if pe and least is not None and least < pe: return note + f". **These runs trained only {runs}: not comparable.**"
@@ -208,20 +223,22 @@ def results_table(rows:list[dict], # the runs
                  ) -> str:
     "Markdown: what is shown, a table of accuracies, gaps and differences to `ref` (in %), then the other metrics"
     ref = _ref(_check_rows(rows), ref)
-    seeds, eps = _seeds_epochs(rows)
+    seeds = _seeds_epochs(rows)[0]
     sd = ("one seed per arm: no ± and no intervals" if seeds == '1' else
           "± is the standard deviation over each arm's seeds (column seeds; one seed: its single run)" if '-' in seeds
           else f"± is the standard deviation over {seeds} seeds")
-    head = ((f"Data: {data_name}. " if data_name else '') + f"Accuracies, gaps and differences in %; {sd}; "
-            + (f"the runs trained {eps} epochs (column epochs)." if '-' in eps
-               else f"every run trained {eps} epoch{'s' * (eps != '1')}."))
+    head = (f"Data: {data_name}. " if data_name else '') + f"Accuracies, gaps and differences in %; {sd}; {_trained(rows)}."
+    table, tests = _first_table(rows, ref, paper)
+    kind = ("*paired t* when the arms ran the same seeds (a seed fixes the data split, label noise, initialisation "
+            "and batch order for every arm), else *Welch* (Welch–Satterthwaite df)")
+    only = next(iter(tests)) if len(tests) == 1 else None
+    how = (f"column interval: {kind}" if only is None else f"intervals: {kind}; here every one is *{only}*"
+           if only in ('paired t', 'Welch') else "one seed: no intervals")
     notes = [GAP_NOTE] * any(c in scalar_cols(rows) for c in ('gap', 'clean_gap'))
     notes.append(f"Δ: the mean difference in test accuracy to the reference arm `{ref}`, in points, with its 95% "
-                 "confidence interval; column interval: *paired t* when the arms ran the same seeds (a seed fixes the "
-                 "data split, label noise, initialisation and batch order for every arm), else *Welch* "
-                 "(Welch–Satterthwaite df). `*`: the interval excludes 0.")
+                 f"confidence interval; {how}. `*`: the interval excludes 0.")
     if paper: notes.append(_paper_note(rows, paper, data_name))
-    parts = [head, _first_table(rows, ref, paper), '\n\n'.join(notes)]
+    parts = [head, table, '\n\n'.join(notes)]
     if others := _other_tables(rows): parts += ['**Other metrics and timings** (times in seconds)'] + others
     return '\n\n'.join(parts) + '\n'
 
@@ -234,19 +251,33 @@ def _palette(arms):
     import seaborn as sns
     return dict(zip(arms, sns.color_palette('tab10' if len(arms) <= 10 else 'husl', len(arms))))
 
+def _curve(rows, arm): # epochs (from 1) and the test accuracies (%) of every seed at each
+    hs = [r['history'] for r in rows if r['arm'] == arm and r.get('history')]
+    eps = sorted({h['epoch'] for hist in hs for h in hist if 'test_acc' in h})
+    return [e + 1 for e in eps], [[100 * h['test_acc'] for hist in hs for h in hist if h['epoch'] == e and 'test_acc' in h]
+                                  for e in eps]
+
+def _plot_stages(ax, rows): # a dashed line where a run's history changes stage (VAE, then classifier), each named
+    h = next((r['history'] for r in rows if r.get('history')), [])
+    starts = [e for i, e in enumerate(h) if 'stage' in e and (i == 0 or h[i - 1].get('stage') != e['stage'])]
+    for i, e in enumerate(starts if len(starts) > 1 else []):
+        if i: ax.axvline(e['epoch'] + 0.5, color='gray', ls='--', lw=0.8)
+        ax.text(e['epoch'] + 1, 1.01, e['stage'], transform=ax.get_xaxis_transform(), fontsize=8, color='gray')
+
 def _plot_curves(ax, rows, col):
+    "Mean test accuracy per epoch, the band over the seeds; an arm whose curve repeats another's is dashed and says so"
     from matplotlib.ticker import MaxNLocator
+    seen = {} # (epochs, mean curve before the last epoch) -> the first arm that drew it
     for a, c in col.items():
-        hs = [r['history'] for r in rows if r['arm'] == a and r.get('history')]
-        eps = sorted({h['epoch'] for hist in hs for h in hist if 'test_acc' in h})
-        if not eps: continue
-        accs = [[100 * h['test_acc'] for hist in hs for h in hist if h['epoch'] == e and 'test_acc' in h] for e in eps]
-        x = [e + 1 for e in eps]
-        ax.plot(x, [sum(v) / len(v) for v in accs], color=c, label=a, marker='o' if len(x) < 30 else None, ms=3)
-        if len(hs) > 1: ax.fill_between(x, [min(v) for v in accs], [max(v) for v in accs], color=c, alpha=0.15)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        x, accs = _curve(rows, a)
+        if not x: continue
+        m = [sum(v) / len(v) for v in accs]; key = (tuple(x), tuple(round(v, 9) for v in m[:-1])) if len(m) > 1 else a
+        same, label = seen.setdefault(key, (a, m[-1]))[0], a
+        if same != a: label += f" (same curve as {same}{'' if abs(seen[key][1] - m[-1]) < 1e-9 else ' except the last point'})"
+        ax.plot(x, m, color=c, label=label, ls='-' if same == a else '--', marker='o' if len(x) < 30 else None, ms=3)
+        if len(accs[0]) > 1: ax.fill_between(x, [min(v) for v in accs], [max(v) for v in accs], color=c, alpha=0.15)
+    _plot_stages(ax, rows); ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel('epoch'); ax.set_ylabel('test accuracy (%), mean over seeds')
-    if ax.get_lines(): ax.legend(fontsize=7, ncol=1 + len(col) // 8)
 
 def _plot_final(ax, rows, col):
     for i, (a, c) in enumerate(col.items()):
@@ -270,7 +301,7 @@ def _plot_diffs(ax, cmp, ref, col):
 def _plot_sharpness(ax, rows, col):
     for a, c in col.items():
         rs = [r for r in rows if r['arm'] == a and _is_num(r.get('hessian_top_eig'))]
-        ax.scatter([r['hessian_top_eig'] for r in rs], [100 * r['test_acc'] for r in rs], color=c, label=a, s=14)
+        ax.scatter([r['hessian_top_eig'] for r in rs], [100 * r['test_acc'] for r in rs], color=c, s=14)
     ax.set_xlabel('top Hessian eigenvalue (sharpness)'); ax.set_ylabel('final test accuracy (%)')
 
 def plot_results(rows:list[dict], # the runs
@@ -289,6 +320,9 @@ def plot_results(rows:list[dict], # the runs
         if any(_is_num(r.get('hessian_top_eig')) for r in rows): _plot_sharpness(axs[3], rows, col)
         else: axs[3].set_axis_off()
         fig.suptitle(title)
+        if curves := [l for l in axs[0].get_lines() if not l.get_label().startswith('_')]: # one colour key for all
+            fig.legend(curves, [l.get_label() for l in curves], loc='outside lower center', ncol=min(len(curves), 5),
+                       fontsize=8) # below the panels, covering no curve
         if path is not None:
             path = Path(path); tmp = path.with_name(path.stem + '.tmp.png')
             fig.savefig(tmp, dpi=90, format='png'); os.replace(tmp, path)
@@ -369,3 +403,17 @@ def paths_table(rows_by_path:dict, # path name -> the runs computed on that path
     body = [[f"`{r['arm']}`", *[_diff_cell(c, metric) for c in r['paths'].values()], r['verdict']]
             for r in across_paths(rows_by_path, ref, metric)]
     return _md_table(head, body)
+
+# %% ../nbs/14_results.ipynb #9db2e651
+def resolution(rows:list[dict], # the runs
+               metric:str='test_acc', # the compared column
+               ref:str|None=None # the reference arm; `None`: the first arm
+              ) -> str:
+    "One sentence: paired seeds per arm, and the median half-width of the 95% intervals of the differences to `ref`"
+    cs = [c for c in compare(rows, ref, metric=metric) if c['lo'] is not None]
+    if not cs: return "one seed per arm: no intervals"
+    med = statistics.median((c['hi'] - c['lo']) / 2 for c in cs)
+    over = f"median over the {len(cs)} arms" if len(cs) > 1 else "its one arm"
+    size = f"±{100 * med:.1f} points" if is_percent(metric) else f"±{med:.3g}"
+    return (f"{cs[0]['n']} paired seeds per arm: the 95% interval of a difference in {metric} reaches {size} ({over}), "
+            "so a smaller true difference goes undetected")

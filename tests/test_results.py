@@ -68,7 +68,7 @@ def test_files_and_intervals(tmp_path):
         m, s = _mean_sd([a - b for a, b in zip(acc(arm), acc('baseline'))])
         h = T975[2] * s / math.sqrt(3)
         cells = _md_row(md, arm)
-        assert cells[-2] == 'paired t'
+        assert cells[-2] == 'paired t'   # columns: ..., Δ, interval, paper
         d, lo, hi, sig = _interval(cells[-3])
         assert (d, lo, hi) == pytest.approx((100 * m, 100 * (m - h), 100 * (m + h)), abs=0.006)
         assert sig == significant and (lo > 0) == significant
@@ -81,7 +81,8 @@ def test_files_and_intervals(tmp_path):
     assert _interval(cells[-3])[:3] == pytest.approx((100 * (mx - my), 100 * (mx - my - T975[4] * se),
                                                       100 * (mx - my + T975[4] * se)), abs=0.006)
     assert '`sam` +2.33 points' in md.split('Significantly different')[1].split('Not significantly')[0]  # the summary
-    assert '| baseline | 4 | 3 |' in md and '| 88.61 |' in md
+    assert '| arm | train | clean train | test | gap | clean gap | Δ test vs baseline [95% CI] | interval | paper test |' in md
+    assert 'every run trained 4 epochs' in md and '| 88.61 |' in md  # same epochs and seeds: no columns for them
     assert '| baseline | 1500 |' in md  # integers stay integers, no ±
 
 
@@ -90,9 +91,9 @@ def test_one_seed_and_one_epoch(tmp_path):
     write_results(rows, tmp_path, 'one seed, one epoch', paper=dict(source='004', epochs=200, sam=89.89))
     md = (tmp_path / 'results.md').read_text()
     assert not any('±' in l for l in md.splitlines() if l.startswith('|'))  # one seed: no ± in any table
-    assert '| +10.00 | 1 seed: no interval |' in md and 'one seed per arm: no ± and no intervals' in md
+    assert '| +10.00 | 89.89 |' in md and 'one seed per arm: no ± and no intervals' in md  # no interval column
     assert '**These runs trained only 1 epoch: not comparable.**' in md
-    assert '| sam | 1 | 1 |' in md and plt.get_fignums() == []
+    assert '| sam | 60.00 |' not in md and plt.get_fignums() == []
     fig = plot_results(rows)
     curves = fig.axes[0].get_lines()
     assert [len(l.get_xdata()) for l in curves] == [1, 1] and all(l.get_marker() == 'o' for l in curves)
@@ -107,7 +108,7 @@ def test_twelve_arms_distinct_colours(tmp_path):
     assert len(colours) == 12 and len(set(colours)) == 12
     assert [t.get_text() for t in fig.axes[2].get_yticklabels()] == [f'arm-{i:02d}' for i in range(12) if i != 5]
     md = (tmp_path / 'results.md').read_text()
-    assert '| arm-05 | 4 | 2 |' in md and 'reference' in _md_row(md, 'arm-05')
+    assert 'here every one is *paired t*' in md and 'reference' in _md_row(md, 'arm-05')
 
 
 def test_show_results_displays_each_once(tmp_path, monkeypatch):
