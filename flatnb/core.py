@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #cd52050a
 from __future__ import annotations
-import os, random, math, shutil
+import os, random, math, shutil, gzip, struct
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -14,12 +14,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['DIGITS_SIZES', 'DATASETS', 'SHAPES', 'N_CLASSES', 'BACKENDS', 'check_num', 'check_choice', 'epoch_count',
-           'min_epochs', 'default_device', 'autocast_dtype', 'set_seed', 'rng_state', 'set_rng_state', 'Data',
-           'standardise', 'symmetric_label_noise', 'digits', 'DataError', 'DataMissingError', 'atomic_write_text',
-           'check_cache', 'read_cache', 'cached_dataset', 'load_dataset', 'fabricate_dataset', 'random_crop',
-           'random_flip', 'Augment', 'DeviceLoader', 'dist_info', 'is_main_process', 'init_distributed',
-           'all_reduce_sum_', 'barrier', 'cross_entropy', 'accuracy']
+__all__ = ['DIGITS_SIZES', 'DATASETS', 'SHAPES', 'N_CLASSES', 'DEBIAN_FASHION', 'IDX_FILES', 'BACKENDS', 'check_num',
+           'check_choice', 'epoch_count', 'min_epochs', 'default_device', 'autocast_dtype', 'set_seed', 'rng_state',
+           'set_rng_state', 'Data', 'standardise', 'symmetric_label_noise', 'digits', 'DataError', 'DataMissingError',
+           'atomic_write_text', 'check_cache', 'read_cache', 'read_idx', 'read_idx_folder', 'debian_folder',
+           'cached_dataset', 'load_dataset', 'fabricate_dataset', 'random_crop', 'random_flip', 'Augment',
+           'DeviceLoader', 'dist_info', 'is_main_process', 'init_distributed', 'all_reduce_sum_', 'barrier',
+           'cross_entropy', 'accuracy']
 
 # %% ../nbs/00_core.ipynb #50502a69
 def _interval(lo, hi, lo_open, hi_open) -> str:
@@ -225,13 +226,15 @@ class DataMissingError(DataError):
 def _tv_spec(name):
     from torchvision import datasets as tvd
     tr, te = dict(train=True), dict(train=False)
-    return dict(mnist=(tvd.MNIST, tr, te, 10), cifar10=(tvd.CIFAR10, tr, te, 10), cifar100=(tvd.CIFAR100, tr, te, 100),
+    return dict(mnist=(tvd.MNIST, tr, te, 10), fashion_mnist=(tvd.FashionMNIST, tr, te, 10),
+                cifar10=(tvd.CIFAR10, tr, te, 10), cifar100=(tvd.CIFAR100, tr, te, 100),
                 svhn=(tvd.SVHN, dict(split='train'), dict(split='test'), 10),
                 stl10=(tvd.STL10, dict(split='train'), dict(split='test'), 10))[name]
 
-DATASETS = ('mnist', 'cifar10', 'cifar100', 'svhn', 'stl10')
-SHAPES = dict(mnist=(1, 28, 28), cifar10=(3, 32, 32), cifar100=(3, 32, 32), svhn=(3, 32, 32), stl10=(3, 96, 96))
-N_CLASSES = dict(mnist=10, cifar10=10, cifar100=100, svhn=10, stl10=10)
+DATASETS = ('mnist', 'fashion_mnist', 'cifar10', 'cifar100', 'svhn', 'stl10')
+SHAPES = dict(mnist=(1, 28, 28), fashion_mnist=(1, 28, 28), cifar10=(3, 32, 32), cifar100=(3, 32, 32),
+              svhn=(3, 32, 32), stl10=(3, 96, 96))
+N_CLASSES = dict(mnist=10, fashion_mnist=10, cifar10=10, cifar100=100, svhn=10, stl10=10)
 
 # %% ../nbs/00_core.ipynb #1d611510
 def atomic_write_text(path:str|Path, # the destination
@@ -283,31 +286,87 @@ def read_cache(name:str, # one of `DATASETS`
                         f"not a torch file); delete it and run again to rebuild it") from None
     return check_cache(name, t, path)
 
+# %% ../nbs/00_core.ipynb #28b344d3
+def read_idx(path:str|Path # an idx file of MNIST's format, gzipped if its name ends in .gz
+            ) -> Tensor:
+    "The uint8 tensor of an idx file, of the shape its header gives; one-line `DataError` if the file is not one"
+    path = Path(path)
+    try:
+        with (gzip.open if path.suffix == '.gz' else open)(path, 'rb') as f: b = f.read()
+    except Exception as e: raise DataError(f"{path} cannot be read ({type(e).__name__}: {e})") from None
+    ndim = b[3] if len(b) >= 4 and b[:3] == b'\0\0\x08' else 0   # magic: 0, 0, 0x08 (uint8), number of dimensions
+    shape = struct.unpack(f'>{ndim}I', b[4:4 + 4*ndim]) if len(b) >= 4 + 4*ndim else ()
+    if not ndim or len(shape) != ndim or len(b) != 4 + 4*ndim + math.prod(shape):
+        raise DataError(f"{path} is not a uint8 idx file ({len(b)} bytes, header {b[:4 + 4*ndim].hex()}); "
+                        "replace it with the original file")
+    return torch.from_numpy(np.frombuffer(b, np.uint8, offset=4 + 4*ndim).reshape(shape).copy())
+
+def _write_idx(path:Path, t:Tensor):
+    "Write a uint8 tensor in the idx format of MNIST's raw files (big-endian header, then the bytes), gzipped if .gz"
+    header = struct.pack('>I', 0x0800 + t.ndim) + b''.join(struct.pack('>I', s) for s in t.shape)
+    with (gzip.open if Path(path).suffix == '.gz' else open)(path, 'wb') as f:
+        f.write(header + t.contiguous().numpy().tobytes())
+
+# %% ../nbs/00_core.ipynb #b878f277
+DEBIAN_FASHION = Path('/usr/share/datasets/fashion-mnist') # where `apt-get install dataset-fashion-mnist` puts them
+IDX_FILES = dict(x_train='train-images-idx3-ubyte', y_train='train-labels-idx1-ubyte',
+                 x_test='t10k-images-idx3-ubyte', y_test='t10k-labels-idx1-ubyte')
+
+def read_idx_folder(folder:str|Path, # a folder that holds the four files of `IDX_FILES`
+                    suffix:str='' # '.gz' for the gzipped files
+                   ) -> dict[str, Tensor]:
+    "The train/test tensors of a folder of MNIST-format files: `uint8` (N, 1, H, W) images, `int64` labels"
+    t = {k: read_idx(Path(folder)/(f + suffix)) for k, f in IDX_FILES.items()}
+    return {k: v[:, None].contiguous() if k.startswith('x') else v.long() for k, v in t.items()}
+
+def debian_folder(name:str # a data set's name
+                 ) -> Path|None:
+    "The folder of the Debian package's gzipped files of `name` if they are installed, else `None` (Fashion-MNIST only)"
+    if name != 'fashion_mnist': return None
+    return DEBIAN_FASHION if all((DEBIAN_FASHION/f'{f}.gz').is_file() for f in IDX_FILES.values()) else None
+
+# %% ../nbs/00_core.ipynb #a7211565
+def _torchvision_tensors(name, root:Path, download:bool) -> dict[str, Tensor]:
+    "The uint8 tensors of torchvision's files of `name` in `root/name`; folders made by a failed download are removed"
+    cls, tr_kw, te_kw, _ = _tv_spec(name)
+    new_dirs = [d for d in (root/name, *root.absolute().parents, root) if not d.exists()]
+    try: tr, te = cls(str(root/name), download=download, **tr_kw), cls(str(root/name), download=download, **te_kw)
+    except Exception:
+        for d in new_dirs: shutil.rmtree(d, ignore_errors=True)
+        raise
+    (x_tr, y_tr), (x_te, y_te) = _as_uint8_nchw(tr), _as_uint8_nchw(te)
+    return dict(x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te)
+
+def _missing_message(name, root:Path, e:Exception) -> str:
+    "One line: data set `name` is missing, why, and every way to get it"
+    cls, where = _tv_spec(name)[0].__name__, (root/name).absolute()
+    how = f"put the torchvision files of {cls} in {where}"
+    if name == 'fashion_mnist':
+        how = (f"install the Debian package (apt-get install dataset-fashion-mnist; "
+               f"it puts the files in {DEBIAN_FASHION}) or put the four unzipped files "
+               f"{', '.join(IDX_FILES.values())} in {where/cls/'raw'}")
+    return f"data set {name!r} is missing and could not be downloaded ({type(e).__name__}); {how} and run again"
+
 # %% ../nbs/00_core.ipynb #d70be919
 def cached_dataset(name:str, # one of `DATASETS`
                    root:str|Path='data', # folder of the torchvision files and of the `.pt` cache
                    download:bool=True # try to download what is missing
                   ) -> dict[str, Tensor]:
-    "The `uint8` train/test tensors of a torchvision data set, converted once and cached in `root/name.pt`"
+    "The `uint8` train/test tensors of a data set, from torchvision's files or Debian's, cached once in `root/name.pt`"
     check_choice(name, 'data set', DATASETS)
     root = Path(root); cache = root/f'{name}.pt'
     if cache.exists(): return read_cache(name, cache)
-    cls, tr_kw, te_kw, _ = _tv_spec(name)
-    new_dirs = [d for d in (root/name, *root.absolute().parents, root) if not d.exists()] # removed on failure
-    try:
-        tr, te = cls(str(root/name), download=download, **tr_kw), cls(str(root/name), download=download, **te_kw)
+    deb = debian_folder(name)   # the package's files, read rather than downloading
+    try: out = _torchvision_tensors(name, root, download and deb is None)
     except Exception as e: # URLError, RuntimeError('Dataset not found'), checksum errors...
-        for d in new_dirs: shutil.rmtree(d, ignore_errors=True)
-        raise DataMissingError(f"data set {name!r} is missing and could not be downloaded ({type(e).__name__}); "
-                               f"put the torchvision files of {cls.__name__} in {(root/name).absolute()} "
-                               "and run again") from None
-    (x_tr, y_tr), (x_te, y_te) = _as_uint8_nchw(tr), _as_uint8_nchw(te)
-    out = dict(x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te)
+        if deb is None: raise DataMissingError(_missing_message(name, root, e)) from None
+        out = read_idx_folder(deb, '.gz')
     check_cache(name, out, cache)
     root.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix('.tmp'); torch.save(out, tmp); os.replace(tmp, cache)
     return out
 
+# %% ../nbs/00_core.ipynb #f9ba00ba
 def load_dataset(name:str, # 'digits' or one of `DATASETS`
                  root:str|Path='data', # where torchvision data sets are cached
                  **kwargs # passed to digits for 'digits'
@@ -319,12 +378,6 @@ def load_dataset(name:str, # 'digits' or one of `DATASETS`
     return Data(x_tr, t['y_train'], x_te, t['y_test'], N_CLASSES[name], name)
 
 # %% ../nbs/00_core.ipynb #c0d94488
-def _write_idx(path:Path, t:Tensor):
-    "Write a uint8 tensor in the idx format of MNIST's raw files (big-endian header, then the bytes)"
-    import struct
-    header = struct.pack('>I', 0x0800 + t.ndim) + b''.join(struct.pack('>I', s) for s in t.shape)
-    path.write_bytes(header + t.contiguous().numpy().tobytes())
-
 def _fabricated_split(name, n, templates, g):
     y = torch.randint(0, N_CLASSES[name], (n,), generator=g)
     x = 128 + 50 * templates[y] + 25 * torch.randn((n, *SHAPES[name]), generator=g)
@@ -343,11 +396,11 @@ def fabricate_dataset(name:str, # one of `DATASETS`
     templates = torch.randn((N_CLASSES[name], *SHAPES[name]), generator=g)
     (x_tr, y_tr), (x_te, y_te) = (_fabricated_split(name, n, templates, g) for n in (n_train, n_test))
     root = Path(root); root.mkdir(parents=True, exist_ok=True)
-    if name == 'mnist':
-        raw = root/'mnist'/'MNIST'/'raw'; raw.mkdir(parents=True, exist_ok=True)
-        for split, x, y in (('train', x_tr, y_tr), ('t10k', x_te, y_te)):
-            _write_idx(raw/f'{split}-images-idx3-ubyte', x[:, 0])
-            _write_idx(raw/f'{split}-labels-idx1-ubyte', y.to(torch.uint8))
+    if name in ('mnist', 'fashion_mnist'):   # torchvision's raw files, where its own reader reads them
+        raw = root/name/dict(mnist='MNIST', fashion_mnist='FashionMNIST')[name]/'raw'
+        raw.mkdir(parents=True, exist_ok=True)
+        t = dict(x_train=x_tr[:, 0], y_train=y_tr.to(torch.uint8), x_test=x_te[:, 0], y_test=y_te.to(torch.uint8))
+        for k, f in IDX_FILES.items(): _write_idx(raw/f, t[k])
         return raw
     path = root/f'{name}.pt'
     torch.save(dict(x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te), path)
