@@ -325,6 +325,7 @@ def plot_esd(nodes, # the quadrature nodes (from hessian_esd)
              weights, # their weights
              ax=None, # a matplotlib axis; `None` makes a figure
              title:str='', # the axis title
+             margin:float=1., # the x axis spans the nodes plus this margin each side (PyHessian: 1)
              **kwargs # passed to esd_density (n_grid, sigma_squared, overhead)
             ):
     "Plot the spectral density as PyHessian draws it: the broadened density (+1e-7) on a log y axis; returns the axis"
@@ -333,7 +334,7 @@ def plot_esd(nodes, # the quadrature nodes (from hessian_esd)
     if ax is None: _, ax = plt.subplots(figsize=(5, 3.2))
     ax.semilogy(grid, dens + 1e-7)
     ax.set_xlabel('eigenvalue'); ax.set_ylabel('density (log scale)')
-    ax.set_xlim(np.min(nodes) - 1, np.max(nodes) + 1)
+    ax.set_xlim(np.min(nodes) - margin, np.max(nodes) + margin)
     if title: ax.set_title(title, fontsize=10)
     return ax
 
