@@ -8,7 +8,8 @@ from torch.func import functional_call
 from flatnb.core import Data, cross_entropy, digits
 from flatnb.learner import simple_cnn
 from flatnb.flatness import (hessian_top_eig, hessian_vector_product, eps_sharpness, interpolate, random_direction,
-                             loss_along, plot_landscape, loss_and_acc, measuring)
+                             loss_along, plot_landscape, loss_and_acc, measuring, hessian_trace, hessian_eigs, hessian_esd,
+                             esd_density, plot_esd)
 
 # ---------------------------------------------------------------- helpers (independent of the code under test)
 
@@ -135,6 +136,85 @@ def test_top_eig_simple_cnn_runs_float32():
     snap = snapshot(m)
     lam = hessian_top_eig(m, cross_entropy, d, n_iter=5, n_examples=64, bs=32)
     assert isinstance(lam, float) and math.isfinite(lam)
+    assert_untouched(m, snap)
+
+# ---------------------------------------------------------------- Hessian spectrum: trace, top-k, density
+
+def off_diagonal_se(M, n):
+    "Standard error of the mean of n Rademacher quadratic forms v^T M v: sqrt(2 sum_{i!=j} M_ij^2 / n)"
+    return math.sqrt(2 * ((M**2).sum() - (M.diag()**2).sum()).item() / n)
+
+def test_trace_matches_exact_bn(bn_cnn):
+    m, x, y = bn_cnn
+    snap = snapshot(m)
+    H = exact_hessian(m, cross_entropy, x, y)
+    tr, se = hessian_trace(m, cross_entropy, (x, y), n_iter=400, bs=10)
+    assert abs(tr - H.trace().item()) <= 3 * se
+    assert se == pytest.approx(off_diagonal_se(H, 400), rel=0.25)
+    assert_untouched(m, snap)
+    assert hessian_trace(m, cross_entropy, (x, y), n_iter=10, bs=24) == pytest.approx(
+        hessian_trace(m, cross_entropy, (x, y), n_iter=10, bs=5), rel=1e-10)
+
+def test_trace_exact_for_diagonal_hessian():
+    A = torch.diag(torch.tensor([2., -3., 0.25, 7.], dtype=torch.float64))
+    assert hessian_trace(Quad(torch.randn(4, dtype=torch.float64)), quad_loss(A, torch.zeros(4, dtype=torch.float64)), DUMMY, n_iter=3) == (6.25, 0.)
+
+def test_eigs_match_exact_bn(bn_cnn):
+    m, x, y = bn_cnn
+    snap = snapshot(m)
+    H = exact_hessian(m, cross_entropy, x, y)
+    ev = torch.linalg.eigvalsh(H); ex = ev[ev.abs().argsort(descending=True)[:3]].tolist()
+    eigs, vecs = hessian_eigs(m, cross_entropy, (x, y), k=3, tol=1e-10, bs=7, return_vectors=True)
+    assert eigs == pytest.approx(ex, rel=1e-8)
+    for e, v in zip(eigs, vecs):
+        vf = torch.cat([t.flatten() for t in v])
+        torch.testing.assert_close(H @ vf, e * vf, rtol=0, atol=1e-6 * abs(eigs[0]))
+    assert hessian_eigs(m, cross_entropy, (x, y), k=3, n_iter=25) == pytest.approx(ex, rel=1e-4)
+    assert_untouched(m, snap)
+
+def test_eigs_negative_dominant_and_double():
+    torch.manual_seed(2)
+    Q, _ = torch.linalg.qr(torch.randn(7, 7, dtype=torch.float64))
+    A = Q @ torch.diag(torch.tensor([-6., 5., 5., 2., 1., 0., -0.5], dtype=torch.float64)) @ Q.T
+    got = hessian_eigs(Quad(torch.randn(7, dtype=torch.float64)), quad_loss(A, torch.zeros(7, dtype=torch.float64)), DUMMY, k=4)
+    assert got == pytest.approx([-6., 5., 5., 2.], rel=1e-10)
+
+def test_esd_full_krylov_and_moments(bn_cnn):
+    m, x, y = bn_cnn
+    snap = snapshot(m)
+    H = exact_hessian(m, cross_entropy, x, y); d = H.shape[0]
+    ev = torch.linalg.eigvalsh(H)
+    nodes, w = hessian_esd(m, cross_entropy, (x, y), n_iter=200, bs=24)
+    assert len(nodes) == d and w.sum() == pytest.approx(1., abs=1e-12) and (np.diff(nodes) >= 0).all()
+    assert nodes.max() == pytest.approx(ev[-1].item(), rel=1e-8) and nodes.min() == pytest.approx(ev[0].item(), rel=1e-7)
+    nodes, w = hessian_esd(m, cross_entropy, (x, y), n_iter=5, n_v=80, bs=24)
+    assert w.sum() == pytest.approx(1., abs=1e-12)
+    for M, got in ((H, (w * nodes).sum()), (H @ H, (w * nodes**2).sum())):
+        assert abs(got - M.trace().item() / d) <= 4 * off_diagonal_se(M, 80) / d
+    assert_untouched(m, snap)
+
+def test_esd_density_and_plot():
+    import matplotlib; matplotlib.use('Agg')
+    nodes, w = np.array([-1., 0.5, 3.]), np.array([0.2, 0.5, 0.3])
+    grid, dens = esd_density(nodes, w)
+    assert len(grid) == 10000 and grid[0] == -1.01 and grid[-1] == 3.01 and dens.sum() * (grid[1] - grid[0]) == pytest.approx(1.)
+    grid, dens = esd_density(nodes, w, overhead=1.) # a margin wide enough to hold the outer peaks whole: the mean is kept
+    assert (grid * dens).sum() * (grid[1] - grid[0]) == pytest.approx(w @ nodes, rel=1e-6)
+    ax = plot_esd(nodes, w)
+    assert ax.get_yscale() == 'log' and len(ax.lines) == 1
+    with pytest.raises(ValueError, match='one length'): esd_density(nodes, w[:2])
+    with pytest.raises(ValueError, match='sigma_squared'): esd_density(nodes, w, sigma_squared=0.)
+
+def test_spectrum_float32_simple_cnn():
+    torch.manual_seed(0)
+    d = digits(16, n_train=64)
+    m = simple_cnn(widths=(4, 8))
+    snap = snapshot(m)
+    tr, se = hessian_trace(m, cross_entropy, d, n_iter=4, n_examples=64, bs=32)
+    eigs = hessian_eigs(m, cross_entropy, d, k=2, n_iter=8, n_examples=64, bs=32)
+    nodes, w = hessian_esd(m, cross_entropy, d, n_iter=6, n_examples=64, bs=32)
+    assert all(isinstance(t, float) and math.isfinite(t) for t in (tr, se, *eigs)) and abs(eigs[0]) >= abs(eigs[1])
+    assert nodes.shape == w.shape == (6,) and w.sum() == pytest.approx(1., abs=1e-6) and nodes.max() <= eigs[0] * (1 + 1e-3)
     assert_untouched(m, snap)
 
 # ---------------------------------------------------------------- eps-sharpness
@@ -269,6 +349,15 @@ def test_plot_landscape_runs():
     (lambda m, d: loss_along(m, [torch.zeros(1)], cross_entropy, d), 'direction'),
     (lambda m, d: loss_and_acc(m, cross_entropy, digits(8, n_train=20), split='valid'), 'split'),
     (lambda m, d: hessian_vector_product(m, cross_entropy, d, [torch.zeros(2)]), 'one tensor per trainable parameter'),
+    (lambda m, d: hessian_trace(m, cross_entropy, d, n_iter=1), 'n_iter'),
+    (lambda m, d: hessian_trace(m, cross_entropy, d, bs=0), 'bs must be'),
+    (lambda m, d: hessian_eigs(m, cross_entropy, d, k=0), 'k must be'),
+    (lambda m, d: hessian_eigs(m, cross_entropy, d, k=100), 'k must be'),
+    (lambda m, d: hessian_eigs(m, cross_entropy, d, k=3, n_iter=2), 'n_iter'),
+    (lambda m, d: hessian_eigs(m, cross_entropy, d, tol=-1.), 'tol'),
+    (lambda m, d: hessian_esd(m, cross_entropy, d, n_iter=0), 'n_iter'),
+    (lambda m, d: hessian_esd(m, cross_entropy, d, n_v=0), 'n_v'),
+    (lambda m, d: hessian_esd(nn.ReLU(), cross_entropy, d), 'no trainable'),
 ])
 def test_validation(tiny, call, msg):
     m, x, y = tiny
@@ -279,6 +368,8 @@ def test_nonfinite_loss_is_an_error(tiny):
     x = x.clone(); x[0, 0] = math.nan
     with pytest.raises(ValueError, match='loss of the model is nan'): hessian_top_eig(m, cross_entropy, (x, y))
     with pytest.raises(ValueError, match='loss of the model is nan'): eps_sharpness(m, cross_entropy, (x, y))
+    for f in (hessian_trace, hessian_eigs, hessian_esd):
+        with pytest.raises(ValueError, match='loss of the model is nan'): f(m, cross_entropy, (x, y))
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
 def test_cuda_model_with_cpu_data():
