@@ -178,10 +178,12 @@ def _delta(c):
 def _first_table(rows, ref, paper):
     "The accuracies; columns `seeds`, `epochs` and `interval` only where the arms differ in them. Returns the tests too"
     cols, cmp = [c for c in ACC_COLS if c in scalar_cols(rows)], {c['arm']: c for c in compare(rows, ref)}
-    tests, extra = {_test(c) for c in cmp.values()}, [k for k, v in zip(('seeds', 'epochs'), _seeds_epochs(rows)) if '-' in v]
+    tests = {_test(c) for c in cmp.values()}
+    extra = [k for k, v in zip(('seeds', 'epochs'), _seeds_epochs(rows)) if '-' in v]
     def row(a):
         rs = [r for r in rows if r['arm'] == a]
-        ext = dict(seeds=str(len(rs)), epochs=', '.join(map(str, sorted({r['epochs'] for r in rs if 'epochs' in r}))) or '–')
+        eps = sorted({r['epochs'] for r in rs if 'epochs' in r})
+        ext = dict(seeds=str(len(rs)), epochs=', '.join(map(str, eps)) or '–')
         d = 'reference' if a == ref else _delta(cmp[a]) if a in cmp else '–'
         test = [_test(cmp[a]) if a in cmp else '–'] * (len(tests) > 1)
         pap = [f"{paper[a]:.2f}" if _is_num(paper.get(a)) else '–'] if paper else []
@@ -227,7 +229,8 @@ def results_table(rows:list[dict], # the runs
     sd = ("one seed per arm: no ± and no intervals" if seeds == '1' else
           "± is the standard deviation over each arm's seeds (column seeds; one seed: its single run)" if '-' in seeds
           else f"± is the standard deviation over {seeds} seeds")
-    head = (f"Data: {data_name}. " if data_name else '') + f"Accuracies, gaps and differences in %; {sd}; {_trained(rows)}."
+    head = f"Data: {data_name}. " if data_name else ''
+    head += f"Accuracies, gaps and differences in %; {sd}; {_trained(rows)}."
     table, tests = _first_table(rows, ref, paper)
     kind = ("*paired t* when the arms ran the same seeds (a seed fixes the data split, label noise, initialisation "
             "and batch order for every arm), else *Welch* (Welch–Satterthwaite df)")
@@ -254,8 +257,8 @@ def _palette(arms):
 def _curve(rows, arm): # epochs (from 1) and the test accuracies (%) of every seed at each
     hs = [r['history'] for r in rows if r['arm'] == arm and r.get('history')]
     eps = sorted({h['epoch'] for hist in hs for h in hist if 'test_acc' in h})
-    return [e + 1 for e in eps], [[100 * h['test_acc'] for hist in hs for h in hist if h['epoch'] == e and 'test_acc' in h]
-                                  for e in eps]
+    at = lambda e: [100 * h['test_acc'] for hist in hs for h in hist if h['epoch'] == e and 'test_acc' in h]
+    return [e + 1 for e in eps], [at(e) for e in eps]
 
 def _plot_stages(ax, rows): # a dashed line where a run's history changes stage (VAE, then classifier), each named
     h = next((r['history'] for r in rows if r.get('history')), [])
@@ -273,7 +276,8 @@ def _plot_curves(ax, rows, col):
         if not x: continue
         m = [sum(v) / len(v) for v in accs]; key = (tuple(x), tuple(round(v, 9) for v in m[:-1])) if len(m) > 1 else a
         same, label = seen.setdefault(key, (a, m[-1]))[0], a
-        if same != a: label += f" (same curve as {same}{'' if abs(seen[key][1] - m[-1]) < 1e-9 else ' except the last point'})"
+        if same != a:
+            label += f" (same curve as {same}{'' if abs(seen[key][1] - m[-1]) < 1e-9 else ' except the last point'})"
         ax.plot(x, m, color=c, label=label, ls='-' if same == a else '--', marker='o' if len(x) < 30 else None, ms=3)
         if len(accs[0]) > 1: ax.fill_between(x, [min(v) for v in accs], [max(v) for v in accs], color=c, alpha=0.15)
     _plot_stages(ax, rows); ax.xaxis.set_major_locator(MaxNLocator(integer=True))
