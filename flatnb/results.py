@@ -125,6 +125,11 @@ def _seeds_epochs(rows):
     seeds = f"{min(ns.values())}" + (f"-{max(ns.values())}" if len(set(ns.values())) > 1 else '')
     return seeds, ('-'.join(map(str, (eps[0], eps[-1]) if len(eps) > 1 else eps)) or '?')
 
+def _stages(rows): # e.g. '30 epochs of vae, then 20 epochs of classifier', where a run's history has stages
+    h = next((r['history'] for r in rows if r.get('history')), [])
+    n = {s: sum(e.get('stage') == s for e in h) for s in dict.fromkeys(e['stage'] for e in h if 'stage' in e)}
+    return ', then '.join(f"{k} epochs of {s}" for s, k in n.items()) if len(n) > 1 else ''
+
 def summary(rows:list[dict], # the runs
             ref:str|None=None # the reference arm; `None`: the first arm
            ) -> str:
@@ -134,7 +139,7 @@ def summary(rows:list[dict], # the runs
     seeds, eps = _seeds_epochs(rows)
     sd = f" ± {100 * s:.2f}" if s is not None else ''
     out = [f"Test accuracy against the reference arm `{ref}` ({100 * m:.2f}%{sd}; "
-           f"{seeds} seed{'s' * (seeds != '1')} per arm, {eps} epoch{'s' * (eps != '1')})."]
+           f"{seeds} seed{'s' * (seeds != '1')} per arm, {_stages(rows) or eps + ' epoch' + 's' * (eps != '1')})."]
     groups = [("Significantly different (the 95% interval of the difference excludes 0)",
                [c for c in cmp if c['significant']]),
               ("Not significantly different (the interval includes 0)",
@@ -198,11 +203,6 @@ def _other_tables(rows, width=6):
     head = lambda cs: ['arm'] + [f'{c} (%)' if is_percent(c) else c for c in cs]
     return [_md_table(head(cols[i:i+width]), [[a] + _cells(rows, a, cols[i:i+width]) for a in _arms(rows)])
             for i in range(0, len(cols), width)]
-
-def _stages(rows): # e.g. '30 epochs of vae, then 20 epochs of classifier', where a run's history has stages
-    h = next((r['history'] for r in rows if r.get('history')), [])
-    n = {s: sum(e.get('stage') == s for e in h) for s in dict.fromkeys(e['stage'] for e in h if 'stage' in e)}
-    return ', then '.join(f"{k} epochs of {s}" for s, k in n.items()) if len(n) > 1 else ''
 
 def _trained(rows):
     eps = _seeds_epochs(rows)[1]
