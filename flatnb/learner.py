@@ -14,9 +14,10 @@ from fastcore.basics import patch
 from .core import *
 
 # %% auto #0
-__all__ = ['STEPS', 'conv_bn', 'simple_cnn', 'CancelFitException', 'CancelEpochException', 'CancelBatchException',
-           'NonFiniteLossError', 'Callback', 'MetricsCB', 'atomic_save', 'Checkpoint', 'Learner', 'in_notebook',
-           'ProgressCB', 'Scheduler', 'OneCycle', 'multistep', 'cosine_restarts', 'plot_history']
+__all__ = ['STEPS', 'CLEAN_EVAL_N', 'conv_bn', 'simple_cnn', 'CancelFitException', 'CancelEpochException', 'CancelBatchException',
+           'NonFiniteLossError', 'Callback', 'MetricsCB', 'atomic_save', 'Checkpoint', 'eval_bs', 'clean_subset',
+           'Learner', 'in_notebook', 'ProgressCB', 'Scheduler', 'OneCycle', 'multistep', 'cosine_restarts',
+           'plot_history']
 
 # %% ../nbs/01_learner.ipynb #241c3b81
 def conv_bn(ci:int, # input channels
@@ -119,6 +120,27 @@ class Checkpoint(Callback):
                          cbs={self._cb_key(i, cb): cb.state_dict() for i, cb in enumerate(learn.cbs)},
                          rng=rng_state(), history=learn.history), self.path)
 
+# %% ../nbs/01_learner.ipynb #1541797a
+CLEAN_EVAL_N = 10_000 # examples of the clean training pass by default: all of digits, a sixth of Fashion-MNIST
+
+def eval_bs(device:torch.device, # where the evaluation runs
+            bs:int # the training batch size
+           ) -> int:
+    "The batch size of the evaluation passes: 256 on a CPU (measured above), at least 500 on a GPU"
+    return 256 if device.type == 'cpu' else max(bs, 500)
+
+def _check_clean_eval(n):
+    if not isinstance(n, bool): check_num(n, 'clean_eval', 1, integer=True, hint='True, False or a number of examples')
+
+def clean_subset(data:Data, # the data set
+                 n:bool|int=CLEAN_EVAL_N # a subset of n training examples, or True: all of them
+                ) -> tuple[Tensor, Tensor]:
+    "The training images and labels of the clean pass: a fixed subset of `n` (seed 0, in order), or all of them"
+    if n is True or n >= len(data.x_train): return data.x_train, data.y_train
+    i = torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(0))[:n].sort().values
+    i = i.to(data.x_train.device)
+    return data.x_train[i], data.y_train[i]
+
 # %% ../nbs/01_learner.ipynb #cf5c9811
 class Learner:
     "Train `model` on `data` with `loss_func` and `opt`, extended by callbacks"
@@ -135,11 +157,11 @@ class Learner:
                  channels_last:bool|None=None, # channels_last: `None` on CUDA only, True always, False never
                  compile:bool=False, # `torch.compile` the model for the forward pass
                  sync_bn:bool=False, # under torch.distributed on GPUs: SyncBatchNorm (BatchNorm sees the global batch)
-                 clean_eval:bool=True, # after each epoch, evaluate the un-augmented training set (`clean_gap`)
+                 clean_eval:bool|int=CLEAN_EVAL_N, # the clean training pass (`clean_gap`): n examples, True all, False none
                  progress:bool|ProgressCB|None=None # `None`: a bar when interactive; True; False; or a ProgressCB
                 ):
         check_choice(amp, 'amp', (None, True, False)); check_choice(channels_last, 'channels_last', (None, True, False))
-        check_choice(compile, 'compile', (True, False)); check_choice(clean_eval, 'clean_eval', (True, False))
+        check_choice(compile, 'compile', (True, False)); _check_clean_eval(clean_eval)
         if not isinstance(progress, ProgressCB): check_choice(progress, 'progress', (None, True, False))
         self.device, (self.rank, self.world_size) = default_device(device), dist_info()
         cuda = self.device.type == 'cuda'
@@ -171,10 +193,10 @@ class Learner:
             return dls[0], dls[1], (dls[2] if clean_eval and len(dls) == 3 else None)
         self.data = data = data.to(self.device)
         shard = dict(rank=self.rank, world_size=self.world_size)
-        ebs = max(bs, 500) // self.world_size * self.world_size
+        ebs = max(eval_bs(self.device, bs) // self.world_size, 1) * self.world_size
         ev = lambda x, y: DeviceLoader(x, y, ebs, **shard)   # evaluation: in order, not augmented
         return (DeviceLoader(data.x_train, data.y_train, bs, shuffle=True, tfms=tfms, seed=seed, **shard),
-                ev(data.x_test, data.y_test), ev(data.x_train, data.y_train) if clean_eval else None)
+                ev(data.x_test, data.y_test), ev(*clean_subset(data, clean_eval)) if clean_eval else None)
 
     def __call__(self, event:str):
         for cb in self.cbs:
@@ -255,7 +277,7 @@ def _one_pass(self:Learner, training:bool):
     self.dl = self.train_dl if training else self.test_dl
     if hasattr(self.dl, 'set_epoch'): self.dl.set_epoch(self.epoch)
     self(f'before_{name}')
-    with torch.set_grad_enabled(training):
+    with torch.enable_grad() if training else torch.inference_mode():
         for self.iter, (self.xb, self.yb) in enumerate(self.dl): self._one_batch()
     self(f'after_{name}')
 
@@ -266,7 +288,7 @@ def evaluate(self:Learner, dl # an iterable of (x, y) batches, e.g. `learn.clean
     was, z = self.model.training, lambda: torch.zeros((), device=self.device)
     loss, correct, n = z(), z(), z()
     self.model.eval()
-    with torch.no_grad():
+    with torch.inference_mode():
         for xb, yb in dl:
             if xb.ndim == 4: xb = xb.contiguous(memory_format=self.memory_format)
             with self.autocast(): preds = self.fwd(xb); loss += self.loss_func(preds, yb).float() * len(yb)
