@@ -121,16 +121,21 @@ def set_seed(seed:int, # the seed for Python, NumPy and torch
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
 
 def rng_state() -> dict:
-    "The state of every random number generator, for a checkpoint"
-    st = dict(python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state())
+    "The state of every random number generator, for a checkpoint: tensors and plain types only (see `Checkpoint`)"
+    _, keys, pos, has_gauss, gauss = np.random.get_state()   # ('MT19937', 624 uint32 keys, position, cached Gaussian)
+    st = dict(python=random.getstate(), torch=torch.get_rng_state(),
+              numpy=dict(keys=torch.from_numpy(keys.astype(np.int64)), pos=int(pos), has_gauss=int(has_gauss),
+                         gauss=float(gauss)))
     if torch.cuda.is_available(): st['cuda'] = torch.cuda.get_rng_state_all()
     return st
 
 def set_rng_state(st:dict # as returned by rng_state
                  ):
-    "Restore the generators saved by `rng_state`"
-    random.setstate(st['python']); np.random.set_state(st['numpy']); torch.set_rng_state(st['torch'])
-    if 'cuda' in st and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st['cuda'])
+    "Restore the generators saved by `rng_state` (its tensors may be on any device)"
+    n = st['numpy']
+    random.setstate(st['python']); torch.set_rng_state(st['torch'].cpu())
+    np.random.set_state(('MT19937', n['keys'].cpu().numpy().astype(np.uint32), n['pos'], n['has_gauss'], n['gauss']))
+    if 'cuda' in st and torch.cuda.is_available(): torch.cuda.set_rng_state_all([t.cpu() for t in st['cuda']])
 
 # %% ../nbs/00_core.ipynb #bd87047d
 @dataclass

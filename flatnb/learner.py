@@ -15,9 +15,9 @@ from .core import *
 
 # %% auto #0
 __all__ = ['STEPS', 'CLEAN_EVAL_N', 'conv_bn', 'simple_cnn', 'CancelFitException', 'CancelEpochException', 'CancelBatchException',
-           'NonFiniteLossError', 'Callback', 'MetricsCB', 'atomic_save', 'Checkpoint', 'eval_bs', 'clean_subset',
-           'Learner', 'in_notebook', 'ProgressCB', 'Scheduler', 'OneCycle', 'multistep', 'cosine_restarts',
-           'plot_history']
+           'NonFiniteLossError', 'Callback', 'MetricsCB', 'atomic_save', 'CheckpointError', 'checkpoint_error',
+           'load_checkpoint', 'Checkpoint', 'eval_bs', 'clean_subset', 'Learner', 'in_notebook', 'ProgressCB',
+           'Scheduler', 'OneCycle', 'multistep', 'cosine_restarts', 'plot_history']
 
 # %% ../nbs/01_learner.ipynb #241c3b81
 def conv_bn(ci:int, # input channels
@@ -100,6 +100,39 @@ def atomic_save(obj, # what `torch.save` can write
         torch.save(obj, f); f.flush(); os.fsync(f.fileno())
     os.replace(tmp, path)
 
+class CheckpointError(DataError):
+    "A checkpoint file that flatnb will not resume from: crafted, truncated, or from another model or version"
+
+def _short(e:Exception, n:int=160) -> str:
+    s = ' '.join(str(e).split()); return f"{type(e).__name__}: {s if len(s) <= n else s[:n] + '...'}"
+
+def checkpoint_error(path:str|Path, # the checkpoint file
+                     why:str # what is wrong with it
+                    ) -> CheckpointError:
+    "The one-line error for a checkpoint file that cannot be used, naming the file and the fix"
+    return CheckpointError(f"{path} is not a valid flatnb checkpoint ({why}; crafted, truncated or from another model "
+                           "or version); delete it to train this run from the start")
+
+_CKPT_TYPES = dict(model=dict, opt=dict, epoch=int, cbs=dict, rng=dict, history=list)
+
+def load_checkpoint(path:str|Path, # a file written by `Checkpoint`
+                    map_location=None # as in `torch.load`
+                   ) -> dict:
+    "Read a checkpoint with `torch.load(weights_only=True)`: it runs no code of the file; `CheckpointError` if invalid"
+    try: ck = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:   # weights_only refuses any global but tensors' and plain types': crafted or other files
+        if 'weights only load failed' not in str(e).lower(): why = f"unreadable, {_short(e, 80)}"
+        elif g := str(e).partition('GLOBAL ')[2].split():
+            why = f"it would call {g[0]} when opened; refused, nothing ran"
+        else: why = "not a file of tensors and plain types; refused unread"
+        raise checkpoint_error(path, why) from None
+    if not isinstance(ck, dict): raise checkpoint_error(path, f"it holds a {type(ck).__name__}, not a dict")
+    if missing := [k for k in _CKPT_TYPES if k not in ck]: raise checkpoint_error(path, f"no {', '.join(missing)}")
+    for k, t in _CKPT_TYPES.items():
+        if not isinstance(ck[k], t) or isinstance(ck[k], bool):
+            raise checkpoint_error(path, f"its {k} is {type(ck[k]).__name__}, not {t.__name__}")
+    return ck
+
 class Checkpoint(Callback):
     "Save the whole training state atomically after every epoch; resume from it at `before_fit`"
     order = 100 # after every callback that builds state in `before_fit` and updates it in `after_epoch`
@@ -108,12 +141,17 @@ class Checkpoint(Callback):
     def _cb_key(self, i, cb): return f'{i}:{type(cb).__name__}'
     def before_fit(self, learn):
         if not self.path.exists(): return
-        ck = torch.load(self.path, map_location=learn.device, weights_only=False)
-        learn.model.load_state_dict(ck['model']); learn.opt.load_state_dict(ck['opt'])
-        for i, cb in enumerate(learn.cbs):
-            if self._cb_key(i, cb) in ck['cbs']: cb.load_state_dict(ck['cbs'][self._cb_key(i, cb)])
-        set_rng_state(ck['rng']); learn.history = ck['history']
-        learn.start_epoch = ck['epoch'] + 1
+        ck = load_checkpoint(self.path, learn.device)
+        steps = [('the model weights', learn.model.load_state_dict, ck['model']),
+                 ('the optimizer state', learn.opt.load_state_dict, ck['opt'])]
+        steps += [(f'the state of callback {k}', cb.load_state_dict, ck['cbs'][k])
+                  for k, cb in ((self._cb_key(i, cb), cb) for i, cb in enumerate(learn.cbs)) if k in ck['cbs']]
+        for what, load, sd in steps + [('the random state', set_rng_state, ck['rng'])]:
+            try: load(sd)
+            except torch.OutOfMemoryError: raise
+            except Exception as e:
+                raise checkpoint_error(self.path, f"{what} cannot be loaded into this run, {_short(e)}") from None
+        learn.history, learn.start_epoch = ck['history'], ck['epoch'] + 1
     def after_epoch(self, learn):
         if not is_main_process(): return   # under torch.distributed every rank holds the same state: rank 0 writes it
         atomic_save(dict(model=learn.model.state_dict(), opt=learn.opt.state_dict(), epoch=learn.epoch,
