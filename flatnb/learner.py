@@ -195,7 +195,7 @@ class Learner:
                  channels_last:bool|None=None, # channels_last: `None` on CUDA only, True always, False never
                  compile:bool=False, # `torch.compile` the model for the forward pass
                  sync_bn:bool=False, # under torch.distributed on GPUs: SyncBatchNorm (BatchNorm sees the global batch)
-                 clean_eval:bool|int=CLEAN_EVAL_N, # the clean training pass (`clean_gap`): n examples, True all, False none
+                 clean_eval:bool|int=CLEAN_EVAL_N, # clean training pass (`clean_gap`): n examples, True all, False none
                  progress:bool|ProgressCB|None=None # `None`: a bar when interactive; True; False; or a ProgressCB
                 ):
         check_choice(amp, 'amp', (None, True, False)); check_choice(channels_last, 'channels_last', (None, True, False))

@@ -343,7 +343,7 @@ def _save_latent(z, y, path, title, max_classes=10) -> int:
         pc, y, title = pc[keep], y[keep], f'{title}\n(classes 0-{max_classes - 1} of {n_cls})'
     fig, ax = plt.subplots(figsize=(5.2, 3.8), layout='constrained')
     sc = ax.scatter(pc[:, 0].numpy(), pc[:, 1].numpy(), c=y.numpy(), cmap='tab10', vmin=-0.5, vmax=9.5, s=5)
-    ax.legend(*sc.legend_elements(), title='class', fontsize=8, loc='center left', bbox_to_anchor=(1.01, 0.5)) # off the points
+    ax.legend(*sc.legend_elements(), title='class', fontsize=8, loc='center left', bbox_to_anchor=(1.01, 0.5))
     ax.set_title(title, fontsize=9)
     ax.set_xlabel('PC 1'); ax.set_ylabel('PC 2'); fig.savefig(path, dpi=100); plt.close(fig)
     return min(n_cls, max_classes)
