@@ -77,6 +77,7 @@ _recipe = partial(Recipe, techniques=TECHNIQUES, models=MODELS, metrics=METRICS,
 # %% ../nbs/16_recipes.ipynb #91dfcde5
 BASELINE = _recipe('baseline', 'a small BatchNorm CNN, SGD + momentum, one-cycle LR (digits; MNIST for paper)',
     presets=dict(cpu=dict(data='digits', data_kw=dict(size=28), model='simple_cnn', epochs=8, bs=64, lr=0.1, seeds=3),
+                 fashion=dict(data='fashion_mnist', model='simple_cnn', epochs=15, bs=128, lr=0.1, seeds=4),
                  paper=dict(data='mnist', model='simple_cnn', epochs=20, bs=128, lr=0.1, seeds=3)),
     arms=dict(baseline=dict(techniques=('onecycle',))))
 
@@ -98,6 +99,8 @@ GMIX = _recipe('gmix', 'G-Mix, BG-Mix, DG-Mix against Vanilla, SAM and Mixup (00
                          epochs=30, bs=64, lr=0.05, wd=5e-4, rho=0.05, alpha=1.0, ratio=0.5, seeds=10,
                          extra_metrics=('sharpness',),
                          hessian_examples=256, hessian_iters=10, arms=_main6 + list(_ratio_sweep)),
+             'fashion': dict(data='fashion_mnist', model='mnist_7k', epochs=5, bs=128, lr=0.05, wd=5e-4, rho=0.05,
+                             alpha=1.0, ratio=0.5, seeds=3, arms=_main6),
              'paper': _paper('cifar10', 'wrn16_8', arms=_main6 + list(_ratio_sweep) + list(_bs_sweep)),
              'paper-cifar100': _paper('cifar100', 'wrn16_8', arms=_main6 + list(_ratio_sweep) + list(_bs_sweep)),
              'paper-cifar100-resnet18': _paper('cifar100', 'resnet18', arms=_main6),
@@ -106,6 +109,8 @@ GMIX = _recipe('gmix', 'G-Mix, BG-Mix, DG-Mix against Vanilla, SAM and Mixup (00
              'paper-svhn': _paper('svhn', 'mobilenet_v1', epochs=100, flip=False, arms=_main6)},
     arms=GMIX_ARMS,
     paper={'cpu': _t1('004 Table I, CIFAR-10 with WRN-16-8, not digits', 88.61, 89.89, 94.33),
+           'fashion': dict(source='Foret et al. (SAM) Table 5, Fashion-MNIST with WRN-28-10', epochs=200, vanilla=95.43,
+                           sam=96.02),
            'paper': _t1('004 Table I, CIFAR-10, WRN', 88.61, 89.89, 94.33),
            'paper-cifar100': _t1('004 Table II, CIFAR-100, WRN', 63.36, 65.59, 75.25),
            'paper-cifar100-resnet18': _t1('004 Table II, CIFAR-100, ResNet-18', 57.11, 60.46, 76.68),
@@ -130,6 +135,8 @@ EFFICIENT = _recipe('efficient', 'one technique at a time and combined, on the 1
     presets={'cpu': dict(data='digits', data_kw=dict(size=28), model='mnist_1k5_dw', epochs=15, bs=64, lr=0.05, seeds=6,
                          extra_metrics=('efficiency', 'sharpness'), hessian_examples=256, hessian_iters=10,
                          arms=_single + ['bp+se+swa'], **_eff_techs),
+             'fashion': dict(data='fashion_mnist', model='mnist_1k5_dw', **{**_eff, 'epochs': 5},
+                             arms=_single + ['bp+se+swa']),
              'paper': dict(data='mnist', model='mnist_1k5_dw', **_eff, arms=_single + ['bp+se+swa']),
              'paper-cifar10': dict(data='cifar10', model='cifar_143k_dw', crop_padding=4, flip=True,
                                    **{**_eff, 'cutout_size': 16})},
@@ -154,6 +161,8 @@ DISTANCE = _recipe('distance', 'RBF distance from past checkpoints against SGD a
                          epochs=16, bs=64, lr=0.05, wd=1e-3, strength=1.0, sigma_scale=1.0, distance_start=0.25,
                          distance_every=1, cycles=4, seeds=5,
                          extra_metrics=('sharpness',), hessian_examples=256, hessian_iters=10),
+             'fashion': dict(data='fashion_mnist', model='simple_cnn', epochs=12, bs=128, lr=0.05, wd=1e-3, strength=1.0,
+                             sigma_scale=1.0, distance_start=0.25, distance_every=1, cycles=3, seeds=3),
              'paper': _d_paper('resnet20'), 'paper-mobilenet_v2': _d_paper('mobilenet_v2')},
     arms=DISTANCE_ARMS)
 
@@ -171,6 +180,7 @@ _vae_preset = lambda p, data, **kw: {**SWWDIRVAE_PRESETS[p], 'data': data, **kw}
 SWWDIRVAE = Recipe('swwdirvae',
     'β-SWWDirVAE latent kNN error vs raw pixels and a Gaussian VAE, and the two-stage SAM classifier (000)',
     presets={'cpu': _vae_preset('cpu', 'digits', data_kw=dict(size=16), seeds=3),
+             'fashion': _vae_preset('cpu', 'fashion_mnist', size=28, epochs=3, clf_epochs=3, seeds=3),
              'paper': _vae_preset('paper', 'cifar10', seeds=1),
              'paper-cifar100': _vae_preset('paper', 'cifar100', seeds=1)},
     arms=dict(invcdf=dict(method='invcdf'), implicit=dict(method='implicit')), train=_train_swwdirvae, defaults={})

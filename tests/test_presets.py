@@ -1,4 +1,4 @@
-"""Every recipe × paper preset as shipped, on fabricated data of the real shapes (MNIST through torchvision's raw files,
+"""Every recipe × paper and fashion preset as shipped, on fabricated data of the real shapes (MNIST through torchvision's raw files,
 the others as caches), on CPU: one short fit each, with every output written. `--limit` keeps it to a few batches;
 `--epochs` is the least each recipe's arms accept (SWA, the distance penalty and 6 snapshot cycles need several)."""
 import csv, resource, subprocess, sys
@@ -9,6 +9,11 @@ from flatnb.recipes import RECIPES
 
 # (recipe, preset, epochs, extra args): every paper preset; the WRN presets run two arms (the model is the cost)
 CASES = [('baseline', 'paper', 1, ['--set', 'bs=8']),   # 32 examples: 4 steps, what one-cycle needs
+         ('baseline', 'fashion', 1, ['--set', 'bs=8']),
+         ('gmix', 'fashion', 1, ['--arms', 'sam,bgmix']),
+         ('efficient', 'fashion', 4, ['--arms', 'swa,bp+se+swa']),
+         ('distance', 'fashion', 6, []),
+         ('swwdirvae', 'fashion', 1, ['--set', 'clf_epochs=1', '--set', 'clf_bs=8']),
          ('gmix', 'paper', 1, ['--arms', 'vanilla,dgmix']),
          ('gmix', 'paper-cifar100', 1, ['--arms', 'bgmix']),
          ('gmix', 'paper-cifar100-resnet18', 1, ['--arms', 'sam']),
