@@ -77,7 +77,7 @@ _recipe = partial(Recipe, techniques=TECHNIQUES, models=MODELS, metrics=METRICS,
 # %% ../nbs/16_recipes.ipynb #91dfcde5
 BASELINE = _recipe('baseline', 'a small BatchNorm CNN, SGD + momentum, one-cycle LR (digits; MNIST for paper)',
     presets=dict(cpu=dict(data='digits', data_kw=dict(size=28), model='simple_cnn', epochs=8, bs=64, lr=0.1, seeds=3),
-                 fashion=dict(data='fashion_mnist', model='simple_cnn', epochs=15, bs=128, lr=0.1, seeds=4),
+                 fashion=dict(data='fashion_mnist', model='simple_cnn', epochs=20, bs=128, lr=0.1, seeds=4, channels_last=True),
                  paper=dict(data='mnist', model='simple_cnn', epochs=20, bs=128, lr=0.1, seeds=3)),
     arms=dict(baseline=dict(techniques=('onecycle',))))
 
@@ -99,8 +99,8 @@ GMIX = _recipe('gmix', 'G-Mix, BG-Mix, DG-Mix against Vanilla, SAM and Mixup (00
                          epochs=30, bs=64, lr=0.05, wd=5e-4, rho=0.05, alpha=1.0, ratio=0.5, seeds=10,
                          extra_metrics=('sharpness',),
                          hessian_examples=256, hessian_iters=10, arms=_main6 + list(_ratio_sweep)),
-             'fashion': dict(data='fashion_mnist', model='mnist_7k', epochs=5, bs=128, lr=0.05, wd=5e-4, rho=0.05,
-                             alpha=1.0, ratio=0.5, seeds=3, arms=_main6),
+             'fashion': dict(data='fashion_mnist', model='mnist_7k', epochs=7, bs=128, lr=0.05, wd=5e-4, rho=0.05,
+                             alpha=1.0, ratio=0.5, seeds=3, channels_last=True, arms=_main6),
              'paper': _paper('cifar10', 'wrn16_8', arms=_main6 + list(_ratio_sweep) + list(_bs_sweep)),
              'paper-cifar100': _paper('cifar100', 'wrn16_8', arms=_main6 + list(_ratio_sweep) + list(_bs_sweep)),
              'paper-cifar100-resnet18': _paper('cifar100', 'resnet18', arms=_main6),
@@ -135,7 +135,7 @@ EFFICIENT = _recipe('efficient', 'one technique at a time and combined, on the 1
     presets={'cpu': dict(data='digits', data_kw=dict(size=28), model='mnist_1k5_dw', epochs=15, bs=64, lr=0.05, seeds=6,
                          extra_metrics=('efficiency', 'sharpness'), hessian_examples=256, hessian_iters=10,
                          arms=_single + ['bp+se+swa'], **_eff_techs),
-             'fashion': dict(data='fashion_mnist', model='mnist_1k5_dw', **{**_eff, 'epochs': 5},
+             'fashion': dict(data='fashion_mnist', model='mnist_1k5_dw', **{**_eff, 'epochs': 9}, channels_last=True,
                              arms=_single + ['bp+se+swa']),
              'paper': dict(data='mnist', model='mnist_1k5_dw', **_eff, arms=_single + ['bp+se+swa']),
              'paper-cifar10': dict(data='cifar10', model='cifar_143k_dw', crop_padding=4, flip=True,
@@ -162,7 +162,7 @@ DISTANCE = _recipe('distance', 'RBF distance from past checkpoints against SGD a
                          distance_every=1, cycles=4, seeds=5,
                          extra_metrics=('sharpness',), hessian_examples=256, hessian_iters=10),
              'fashion': dict(data='fashion_mnist', model='simple_cnn', epochs=12, bs=128, lr=0.05, wd=1e-3, strength=1.0,
-                             sigma_scale=1.0, distance_start=0.25, distance_every=1, cycles=3, seeds=3),
+                             sigma_scale=1.0, distance_start=0.25, distance_every=1, cycles=3, seeds=3, channels_last=True),
              'paper': _d_paper('resnet20'), 'paper-mobilenet_v2': _d_paper('mobilenet_v2')},
     arms=DISTANCE_ARMS)
 
