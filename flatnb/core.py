@@ -17,10 +17,10 @@ from torch import Tensor
 __all__ = ['DIGITS_SIZES', 'DATASETS', 'SHAPES', 'N_CLASSES', 'DEBIAN_FASHION', 'IDX_FILES', 'BACKENDS', 'check_num',
            'check_choice', 'epoch_count', 'min_epochs', 'default_device', 'autocast_dtype', 'set_seed', 'rng_state',
            'set_rng_state', 'Data', 'standardise', 'symmetric_label_noise', 'digits', 'DataError', 'DataMissingError',
-           'atomic_write_text', 'check_cache', 'read_cache', 'read_idx', 'read_idx_folder', 'debian_folder',
-           'cached_dataset', 'load_dataset', 'fabricate_dataset', 'random_crop', 'random_flip', 'Augment',
-           'DeviceLoader', 'dist_info', 'is_main_process', 'init_distributed', 'all_reduce_sum_', 'barrier',
-           'cross_entropy', 'accuracy']
+           'atomic_write', 'atomic_write_text', 'check_cache', 'read_cache', 'read_idx', 'read_idx_folder',
+           'debian_folder', 'cached_dataset', 'load_dataset', 'fabricate_dataset', 'random_crop', 'random_flip',
+           'Augment', 'DeviceLoader', 'dist_info', 'is_main_process', 'init_distributed', 'all_reduce_sum_', 'barrier',
+           'cross_entropy', 'accuracy', 'Sums']
 
 # %% ../nbs/00_core.ipynb #50502a69
 def _interval(lo, hi, lo_open, hi_open) -> str:
@@ -242,12 +242,22 @@ SHAPES = dict(mnist=(1, 28, 28), fashion_mnist=(1, 28, 28), cifar10=(3, 32, 32),
 N_CLASSES = dict(mnist=10, fashion_mnist=10, cifar10=10, cifar100=100, svhn=10, stl10=10)
 
 # %% ../nbs/00_core.ipynb #1d611510
+def atomic_write(path:str|Path, # the destination
+                 write # `write(f)` fills the open binary file `f`, e.g. `lambda f: torch.save(obj, f)`
+                ):
+    "Write `path` through a temporary file, flushed to disk, then a rename: `path` is never half-written"
+    path = Path(path); tmp = path.with_name(path.name + '.tmp')
+    try:
+        with open(tmp, 'wb') as f: write(f); f.flush(); os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True); raise
+
 def atomic_write_text(path:str|Path, # the destination
                       text:str # its new content
                      ):
-    "Write `text` to `path` through a temporary file and a rename, so `path` is never half-written"
-    path = Path(path); tmp = path.with_name(path.name + '.tmp')
-    tmp.write_text(text); os.replace(tmp, path)
+    "`atomic_write` of a text (UTF-8)"
+    atomic_write(path, lambda f: f.write(text.encode('utf-8')))
 
 # %% ../nbs/00_core.ipynb #3eec6b86
 def _as_uint8_nchw(ds) -> tuple[Tensor, Tensor]:
@@ -368,7 +378,7 @@ def cached_dataset(name:str, # one of `DATASETS`
         out = read_idx_folder(deb, '.gz')
     check_cache(name, out, cache)
     root.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix('.tmp'); torch.save(out, tmp); os.replace(tmp, cache)
+    atomic_write(cache, lambda f: torch.save(out, f))
     return out
 
 # %% ../nbs/00_core.ipynb #f9ba00ba
@@ -539,3 +549,21 @@ def accuracy(logits:Tensor, # (N, K) scores
             ) -> Tensor:
     "Fraction of examples whose highest score is the target class (a 0-d tensor; no host sync)"
     return (logits.argmax(-1) == target).float().mean()
+
+# %% ../nbs/00_core.ipynb #8f2a14d5
+class Sums:
+    "Running sums over batches, on the device: the loss weighted by batch size, the correct predictions, the examples"
+    def __init__(self, device:torch.device):
+        self.loss, self.correct, self.n = (torch.zeros((), device=device) for _ in range(3))
+    def add(self, loss:Tensor, # the batch's mean loss
+            preds:Tensor, # (n, K) scores
+            y:Tensor # (n,) class indices
+           ):
+        "Add one batch"
+        self.loss += loss.detach().float() * len(y)
+        self.correct += (preds.detach().argmax(-1) == y).sum(); self.n += len(y)
+    def means(self) -> tuple[float, float]:
+        "Mean loss and accuracy so far, summed over the processes first (one host sync)"
+        all_reduce_sum_(self.loss, self.correct, self.n)
+        n = self.n.clamp_min(1)
+        return (self.loss / n).item(), (self.correct / n).item()

@@ -182,17 +182,15 @@ class SnapshotEnsemble(Callback):
         "Loss and accuracy on the test set of the mean softmax of the snapshots"
         snaps = self.snapshots[-self.keep:] if self.keep else self.snapshots
         net = copy.deepcopy(learn.model).eval()
-        nll, correct, n = (torch.zeros((), device=learn.device) for _ in range(3))
-        with torch.no_grad():
+        sums = Sums(learn.device)
+        with torch.inference_mode():
             for xb, yb in learn.test_dl:
                 xb = xb.contiguous(memory_format=learn.memory_format)
                 p = 0
                 for sd in snaps:
                     net.load_state_dict(sd)
                     with learn.autocast(): p = p + net(xb).float().softmax(-1) / len(snaps)
-                nll += -p.gather(1, yb[:, None]).clamp_min(1e-12).log().sum()
-                correct += (p.argmax(-1) == yb).sum(); n += len(yb)
-        all_reduce_sum_(nll, correct, n)
-        return (nll / n).item(), (correct / n).item()
+                sums.add(-p.gather(1, yb[:, None]).clamp_min(1e-12).log().mean(), p, yb)
+        return sums.means()
     def state_dict(self): return dict(snapshots=self.snapshots)
     def load_state_dict(self, sd): self.snapshots = sd['snapshots']

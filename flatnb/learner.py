@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_learner.ipynb #24942265
 from __future__ import annotations
-import math, os, shutil, sys, time
+import math, shutil, sys, time
 from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
@@ -58,31 +58,21 @@ class Callback:
 class MetricsCB(Callback):
     "Per-epoch loss, accuracy, the two generalization gaps and times, accumulated on the device"
     order = -10
-    def _reset(self, learn):
-        z = lambda: torch.zeros((), device=learn.device)
-        self.loss, self.correct, self.n, self.t0 = z(), z(), 0, time.perf_counter()
-    def _means(self, learn) -> tuple[float, float]:
-        n = torch.tensor(float(self.n), device=learn.device)
-        all_reduce_sum_(self.loss, self.correct, n)   # over the processes' shards under torch.distributed
-        return (self.loss / n.clamp_min(1)).item(), (self.correct / n.clamp_min(1)).item()
+    def _reset(self, learn): self.sums, self.t0 = Sums(learn.device), time.perf_counter()   # summed over processes
 
     def before_epoch(self, learn): learn.record = dict(epoch=learn.epoch, lr=learn.opt.param_groups[0]['lr'])
     before_train = before_validate = _reset
-    def after_batch(self, learn):
-        n = len(learn.yb)
-        self.loss += learn.loss.detach().float() * n
-        self.correct += (learn.preds.detach().argmax(-1) == learn.yb).sum()
-        self.n += n
+    def after_batch(self, learn): self.sums.add(learn.loss, learn.preds, learn.yb)
     def after_train(self, learn):
         r = learn.record
-        r['train_loss'], r['train_acc'] = self._means(learn)
+        r['train_loss'], r['train_acc'] = self.sums.means()
         r['train_time_s'] = time.perf_counter() - self.t0
         if not math.isfinite(r['train_loss']):
             raise NonFiniteLossError(f"training loss is {r['train_loss']} in epoch {learn.epoch}; lower the learning "
                                      "rate (weights of the last checkpoint are untouched)")
     def after_validate(self, learn):
         r = learn.record
-        r['test_loss'], r['test_acc'] = self._means(learn)
+        r['test_loss'], r['test_acc'] = self.sums.means()
         r['gap'] = r['test_acc'] - r['train_acc']
         if learn.clean_dl is not None:
             r['clean_train_loss'], r['clean_train_acc'] = learn.evaluate(learn.clean_dl)
@@ -94,11 +84,8 @@ class MetricsCB(Callback):
 def atomic_save(obj, # what `torch.save` can write
                 path:str|Path # destination; written as `path.tmp`, then renamed
                ):
-    "`torch.save` that never leaves a half-written file at `path`"
-    path = Path(path); tmp = path.with_name(path.name + '.tmp')
-    with open(tmp, 'wb') as f:
-        torch.save(obj, f); f.flush(); os.fsync(f.fileno())
-    os.replace(tmp, path)
+    "`torch.save` that never leaves a half-written file at `path` (`atomic_write`)"
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 class CheckpointError(DataError):
     "A checkpoint file that flatnb will not resume from: crafted, truncated, or from another model or version"
@@ -323,17 +310,14 @@ def _one_pass(self:Learner, training:bool):
 def evaluate(self:Learner, dl # an iterable of (x, y) batches, e.g. `learn.clean_dl`
             ) -> tuple[float, float]:
     "Mean loss and accuracy of the model in evaluation mode on `dl` (summed over processes); no callback sees it"
-    was, z = self.model.training, lambda: torch.zeros((), device=self.device)
-    loss, correct, n = z(), z(), z()
+    was, sums = self.model.training, Sums(self.device)
     self.model.eval()
     with torch.inference_mode():
         for xb, yb in dl:
             if xb.ndim == 4: xb = xb.contiguous(memory_format=self.memory_format)
-            with self.autocast(): preds = self.fwd(xb); loss += self.loss_func(preds, yb).float() * len(yb)
-            correct += (preds.argmax(-1) == yb).sum(); n += len(yb)
+            with self.autocast(): preds = self.fwd(xb); sums.add(self.loss_func(preds, yb), preds, yb)
     self.model.train(was)
-    all_reduce_sum_(loss, correct, n)
-    return (loss / n.clamp_min(1)).item(), (correct / n.clamp_min(1)).item()
+    return sums.means()
 
 @patch
 def fit(self:Learner, n_epochs:int # total number of epochs (a resumed fit continues up to it)
@@ -410,8 +394,8 @@ class ProgressCB(Callback):
         self.live = live
 
     def _live(self, learn, now:float) -> str:
-        m, n, i = learn.cb(MetricsCB), len(learn.dl), learn.iter + 1
-        k, left = max(m.n, 1), (now - self.t0) / self.done * (self.todo - self.done)
+        m, n, i = learn.cb(MetricsCB).sums, len(learn.dl), learn.iter + 1
+        k, left = m.n.clamp_min(1), (now - self.t0) / self.done * (self.todo - self.done)
         text = (f"epoch {learn.epoch + 1}/{learn.n_epochs} batch {i}/{n} loss {(m.loss / k).item():.4f} "
                 f"acc {(m.correct / k).item():.4f} {_hms(left)} left")
         title = f'  {self.title}' if self.title else ''

@@ -77,7 +77,8 @@ _recipe = partial(Recipe, techniques=TECHNIQUES, models=MODELS, metrics=METRICS,
 # %% ../nbs/16_recipes.ipynb #91dfcde5
 BASELINE = _recipe('baseline', 'a small BatchNorm CNN, SGD + momentum, one-cycle LR (digits; MNIST for paper)',
     presets=dict(cpu=dict(data='digits', data_kw=dict(size=28), model='simple_cnn', epochs=8, bs=64, lr=0.1, seeds=3),
-                 fashion=dict(data='fashion_mnist', model='simple_cnn', epochs=20, bs=128, lr=0.1, seeds=4, channels_last=True),
+                 fashion=dict(data='fashion_mnist', model='simple_cnn', epochs=20, bs=128, lr=0.1, seeds=4,
+                              channels_last=True),
                  paper=dict(data='mnist', model='simple_cnn', epochs=20, bs=128, lr=0.1, seeds=3)),
     arms=dict(baseline=dict(techniques=('onecycle',))))
 
@@ -161,8 +162,9 @@ DISTANCE = _recipe('distance', 'RBF distance from past checkpoints against SGD a
                          epochs=16, bs=64, lr=0.05, wd=1e-3, strength=1.0, sigma_scale=1.0, distance_start=0.25,
                          distance_every=1, cycles=4, seeds=5,
                          extra_metrics=('sharpness',), hessian_examples=256, hessian_iters=10),
-             'fashion': dict(data='fashion_mnist', model='simple_cnn', epochs=12, bs=128, lr=0.05, wd=1e-3, strength=1.0,
-                             sigma_scale=1.0, distance_start=0.25, distance_every=1, cycles=3, seeds=3, channels_last=True),
+             'fashion': dict(data='fashion_mnist', model='simple_cnn', epochs=12, bs=128, lr=0.05, wd=1e-3,
+                             strength=1.0, sigma_scale=1.0, distance_start=0.25, distance_every=1, cycles=3, seeds=3,
+                             channels_last=True),
              'paper': _d_paper('resnet20'), 'paper-mobilenet_v2': _d_paper('mobilenet_v2')},
     arms=DISTANCE_ARMS)
 

@@ -4,9 +4,9 @@
 
 # %% ../nbs/14_results.ipynb #50825f64
 from __future__ import annotations
-import csv, io, math, os, statistics
+import csv, io, math, statistics
 from pathlib import Path
-from .core import atomic_write_text, check_choice, check_num
+from .core import atomic_write, atomic_write_text, check_choice, check_num
 
 # %% auto #0
 __all__ = ['BASE_COLS', 'ACC_COLS', 'TIME_COLS', 'GAP_NOTE', 'LABELS', 'VERDICTS', 'is_percent', 'scalar_cols', 'results_csv',
@@ -328,8 +328,7 @@ def plot_results(rows:list[dict], # the runs
             fig.legend(curves, [l.get_label() for l in curves], loc='outside lower center', ncol=min(len(curves), 5),
                        fontsize=8) # below the panels, covering no curve
         if path is not None:
-            path = Path(path); tmp = path.with_name(path.stem + '.tmp.png')
-            fig.savefig(tmp, dpi=90, format='png'); os.replace(tmp, path)
+            atomic_write(path, lambda f: fig.savefig(f, dpi=90, format='png'))
     finally: plt.close(fig) # closed, it is drawn only where it is a cell's value: once
     return fig
 
