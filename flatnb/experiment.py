@@ -4,7 +4,7 @@
 
 # %% ../nbs/15_experiment.ipynb #5d2a7b8f
 from __future__ import annotations
-import ast, ctypes, hashlib, inspect, json, multiprocessing, os, signal, subprocess, sys, time
+import ast, ctypes, hashlib, inspect, json, multiprocessing, os, signal, subprocess, sys, tempfile, time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -16,12 +16,14 @@ import torch
 from .core import *
 from .learner import *
 from .results import *
+from .flatness import eps_sharpness, hessian_eigs, hessian_esd, hessian_top_eig, hessian_trace
 
 # %% auto #0
-__all__ = ['ROLES', 'CLASSIFIER_DEFAULTS', 'RUN_DEFAULTS', 'LIMIT_CAPS', 'FP_PATHS', 'Plan', 'Technique', 'check_arm', 'plan_arm',
-           'Run', 'classifier_learner', 'train_classifier', 'Recipe', 'arm_config', 'run_key', 'UsageError',
-           'parse_setting', 'resolve', 'writable_dir', 'Job', 'plan_runs', 'train_run', 'cpu_cores', 'default_jobs',
-           'train_runs', 'run', 'stored_dir', 'store_results']
+__all__ = ['ROLES', 'CLASSIFIER_DEFAULTS', 'RUN_DEFAULTS', 'LIMIT_CAPS', 'FLATNESS_METRICS', 'PENDING_METRICS', 'DEFAULT_METRICS',
+           'FP_PATHS', 'Plan', 'Technique', 'check_arm', 'plan_arm', 'Run', 'classifier_model', 'classifier_learner',
+           'train_classifier', 'Recipe', 'arm_config', 'run_key', 'UsageError', 'parse_setting', 'resolve',
+           'writable_dir', 'Job', 'plan_runs', 'train_run', 'cpu_cores', 'default_jobs', 'train_runs', 'run',
+           'weights_error', 'load_weights', 'measure', 'stored_dir', 'store_results']
 
 # %% ../nbs/15_experiment.ipynb #7e10127e
 @dataclass
@@ -101,6 +103,16 @@ class _CheckOnly(Callback):
     order = 10**6   # after every callback's `before_fit`: they have all checked their settings
     def before_fit(self, learn): raise CancelFitException()
 
+def classifier_model(run:Run, # the run
+                     data:Data, # its data set (the number of classes and of input channels)
+                     plan:Plan|None=None # the arm's plan; `None`: `plan_arm` of the run's configuration
+                    ) -> torch.nn.Module:
+    "The network of one classifier run before training: the recipe's model, changed by the arm's model techniques"
+    plan = plan or plan_arm({**run.cfg, 'seed': run.seed}, run.recipe.techniques)
+    model = run.recipe.models[run.cfg['model']](num_classes=data.n_classes, in_channels=data.x_train.shape[1])
+    for f in plan.model_tfms: model = f(model)
+    return model
+
 def classifier_learner(run:Run, # the run
                        data:Data, # its data set
                        cbs:list=() # callbacks to add to the techniques'
@@ -108,8 +120,7 @@ def classifier_learner(run:Run, # the run
     "The `Learner` of one classifier run: model, techniques, SGD and augmentation from the configuration"
     cfg = {**run.cfg, 'seed': run.seed}   # techniques with randomness of their own (Mixup, Cutout) seed from it
     plan = plan_arm(cfg, run.recipe.techniques)
-    model = run.recipe.models[cfg['model']](num_classes=data.n_classes, in_channels=data.x_train.shape[1])
-    for f in plan.model_tfms: model = f(model)
+    model = classifier_model(run, data, plan)
     opt = partial(torch.optim.SGD, lr=cfg['lr'], momentum=cfg['momentum'], weight_decay=cfg['wd'],
                   nesterov=cfg['nesterov'])
     return Learner(model, data, loss_func=partial(cross_entropy, label_smoothing=cfg['label_smoothing']), opt=opt,
@@ -128,6 +139,8 @@ def train_classifier(run:Run, # the run
         classifier_learner(run, data, [_CheckOnly()]).fit(run.cfg['epochs'])
         return {}
     learn = classifier_learner(run, data, [Checkpoint(Path(run.dir)/'ckpt.pt')]).fit(run.cfg['epochs'])
+    if is_main_process():   # the final weights, after `after_fit` (SWA's average): what `measure` measures
+        atomic_save({k: v.detach().cpu() for k, v in learn.model.state_dict().items()}, Path(run.dir)/'model.pt')
     h = learn.history
     res = {k: h[-1][k] for k in ('train_acc', 'clean_train_acc', 'test_acc', 'gap', 'clean_gap') if k in h[-1]}
     res.update(train_s=sum(r['train_time_s'] for r in h), eval_s=sum(r['eval_time_s'] for r in h))
@@ -395,6 +408,12 @@ def _train_all(recipe, all_runs, todo, data, device, jobs, show, log) -> list[di
                     f"({'done before' if secs is None else f'{secs:.1f}s'})")
     return [dict(arm=j.arm, seed=j.seed, epochs=j.cfg['epochs'], **results[i]) for i, j in enumerate(all_runs)]
 
+def _write_manifest(out, recipe, preset, title, data_name, all_runs):
+    "`run.json`: what `measure` needs to measure the runs of `out` and render its results again"
+    runs = [dict(arm=j.arm, seed=j.seed, dir=j.dir.name) for j in all_runs]
+    man = dict(recipe=recipe.name, preset=preset, data=data_name, title=title, runs=runs)
+    atomic_write_text(out/'run.json', json.dumps(man, indent=1))
+
 def run(recipe:Recipe, # the recipe (see `flatnb.recipes.RECIPES`)
         preset:str='cpu', # 'cpu' (digits, minutes) or a 'paper' preset (the source's settings, for a GPU)
         out:str|Path|None=None, # output folder; default `runs/RECIPE-PRESET`
@@ -427,9 +446,175 @@ def run(recipe:Recipe, # the recipe (see `flatnb.recipes.RECIPES`)
     show = jobs == 1 and rank == 0 and ((sys.stdout.isatty() or in_notebook()) if progress is None else progress)
     rows = _train_all(recipe, all_runs, todo, data, device, jobs, show, log)
     if rank == 0:
-        write_results(rows, out, f"{recipe.name} ({preset} preset, data: {data.name})", recipe.paper.get(preset),
-                      data.name, recipe.ref)
+        title = f"{recipe.name} ({preset} preset, data: {data.name})"
+        write_results(rows, out, title, recipe.paper.get(preset), data.name, recipe.ref)
+        _write_manifest(out, recipe, preset, title, data.name, all_runs)
         if log: log(f"results: {out/'results.csv'}, {out/'results.md'}, {out/'results.png'}")
+    return rows
+
+# %% ../nbs/15_experiment.ipynb #60ee2794
+def _top_eig(model, loss_func, data, n_examples, bs, seed):
+    return dict(top_eig=hessian_top_eig(model, loss_func, data, n_examples=n_examples, bs=bs, seed=seed))
+
+def _trace(model, loss_func, data, n_examples, bs, seed):
+    t, se = hessian_trace(model, loss_func, data, n_examples=n_examples, bs=bs, seed=seed)
+    return dict(trace=t, trace_se=se)
+
+def _eigs(model, loss_func, data, n_examples, bs, seed):
+    eigs = hessian_eigs(model, loss_func, data, k=3, n_examples=n_examples, bs=bs, seed=seed)
+    return {f'eig{i + 1}': e for i, e in enumerate(eigs)}
+
+def _esd(model, loss_func, data, n_examples, bs, seed):
+    nodes, weights = hessian_esd(model, loss_func, data, n_examples=n_examples, bs=bs, seed=seed)
+    neg = nodes < -0.01 * abs(nodes).max()   # clearly negative: not the bulk at 0, which SLQ puts at a node ±ε
+    return dict(esd_max=float(nodes.max()), esd_neg_mass=float(weights[neg].sum()),
+                nodes=nodes.tolist(), weights=weights.tolist())
+
+def _eps(model, loss_func, data, n_examples, bs, seed):
+    return dict(eps_sharpness=eps_sharpness(model, loss_func, data, n_examples=n_examples, bs=bs, seed=seed))
+
+# name -> `f(model, loss_func, data, n_examples, bs, seed) -> dict`: its numbers become columns of flatness.csv, its
+# lists (the ESD's nodes and weights) are saved in the run's folder as NAME.json
+FLATNESS_METRICS = dict(top_eig=_top_eig, trace=_trace, eigs=_eigs, esd=_esd, eps=_eps)
+PENDING_METRICS = dict(surface="the loss surface needs loss_surface (13_flatness), which is not available yet")
+DEFAULT_METRICS = ('top_eig', 'trace', 'eigs', 'eps')
+
+# %% ../nbs/15_experiment.ipynb #c303c6f3
+def _short(e, n=80): # an exception in one line, at most about n characters
+    s = ' '.join(str(e).split()); return f"{type(e).__name__}: {s if len(s) <= n else s[:n] + '...'}"
+
+def weights_error(path:str|Path, # the weights file
+                  why:str # what is wrong with it
+                 ) -> CheckpointError:
+    "The one-line error for a final-weights file that cannot be used, naming the file and the fix"
+    return CheckpointError(f"{path} is not a valid flatnb weights file ({why}; crafted, truncated or from another "
+                           "model or version); delete its run folder and rerun the same flatnb run to retrain it")
+
+def load_weights(path:str|Path, # a `model.pt` written by `train_classifier`
+                 model:torch.nn.Module # the run's network, rebuilt (`classifier_model`); its weights are replaced
+                ) -> torch.nn.Module:
+    "Load the state dict at `path` into `model` with `torch.load(weights_only=True)`: it runs no code of the file"
+    try: sd = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:   # as `load_checkpoint`: weights_only refuses any global but tensors' and plain types'
+        g = str(e).partition('GLOBAL ')[2].split()
+        why = (f"unreadable, {_short(e, 80)}" if 'weights only load failed' not in str(e).lower() else
+               f"it would call {g[0]} when opened; refused, nothing ran" if g else "not tensors; refused unread")
+        raise weights_error(path, why) from None
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise weights_error(path, f"it holds a {type(sd).__name__}, not a state dict of tensors")
+    try: model.load_state_dict(sd)
+    except Exception as e: raise weights_error(path, f"it does not fit this run's model, {_short(e)}") from None
+    return model
+
+# %% ../nbs/15_experiment.ipynb #1a663d0d
+def _check_measure(out, metrics, n_examples, bs) -> dict:
+    "The manifest of the output folder `out`, every argument checked first: one `UsageError`"
+    if not metrics: raise UsageError(f"--metrics names no metric; choose from {', '.join(FLATNESS_METRICS)}")
+    for m in metrics:
+        if m in PENDING_METRICS: raise UsageError(f"--metrics {m}: {PENDING_METRICS[m]}")
+        if m not in FLATNESS_METRICS:
+            raise UsageError(f"unknown metric {m!r}; choose from {', '.join(FLATNESS_METRICS)}")
+    try: check_num(n_examples, '--n-examples', 1, integer=True); check_num(bs, '--bs', 1, integer=True)
+    except ValueError as e: raise UsageError(str(e)) from None
+    if not out.is_dir(): raise UsageError(f"{out} is not a folder: give the --out folder of a finished flatnb run")
+    if not (out/'results.csv').exists(): raise UsageError(f"no results.csv in {out}: it holds no finished flatnb run")
+    if not (out/'run.json').exists():
+        raise UsageError(f"no run.json in {out} (an older flatnb wrote it): rerun the same flatnb run command once "
+                         "(it trains nothing that is finished and writes run.json), then measure")
+    try: man = json.loads((out/'run.json').read_text()); [(r['arm'], r['seed'], r['dir']) for r in man['runs']]
+    except (ValueError, KeyError, TypeError) as e:
+        raise UsageError(f"{out/'run.json'} is not readable ({_short(e, 80)}); rerun the same flatnb run command"
+                         ) from None
+    return man
+
+def _recipe_of(man, recipes):
+    "The recipe the manifest names, from `recipes`, checked"
+    if (recipe := recipes.get(man.get('recipe'))) is None:
+        raise UsageError(f"run.json names the recipe {man.get('recipe')!r}; recipes: {', '.join(recipes)}")
+    if recipe.train is not train_classifier:
+        raise UsageError(f"measure needs a classifier recipe's runs; {recipe.name} trains with {recipe.train.__name__}")
+    return recipe
+
+# %% ../nbs/15_experiment.ipynb #602f2979
+def _run_data(cfg, data_root, cache):
+    "The run's data set as it trained on it (data, data_kw, limit), loaded once per distinct one"
+    key = json.dumps([cfg['data'], cfg.get('data_kw', {}), cfg.get('limit')], sort_keys=True, default=str)
+    if key not in cache:
+        data = load_dataset(cfg['data'], data_root, **cfg.get('data_kw', {}))
+        cache[key] = data.head(cfg['limit']) if cfg.get('limit') else data
+    return cache[key]
+
+def _measure_run(recipe, r, d, todo, n_examples, bs, seed, device, data_root, cache, stored) -> dict:
+    "Measure the metrics `todo` on the final weights of the run `r` in folder `d`; return `stored` with them"
+    cfg = json.loads((d/'config.json').read_text())
+    data = _run_data(cfg, data_root, cache)
+    torch.set_num_threads(cfg['threads'])
+    model = load_weights(d/'model.pt', classifier_model(Run(recipe, r['arm'], r['seed'], cfg), data)).to(device)
+    for m in todo:
+        vals = FLATNESS_METRICS[m](model, cross_entropy, data, n_examples, bs, seed)
+        if lists := {k: v for k, v in vals.items() if isinstance(v, list)}:
+            atomic_write_text(d/f'{m}.json', json.dumps(lists))
+        stored[m] = dict(n_examples=n_examples, seed=seed, values={k: v for k, v in vals.items() if k not in lists})
+        atomic_write_text(d/'flatness.json', json.dumps(stored, indent=1))   # each metric kept as soon as it is done
+    return stored
+
+# %% ../nbs/15_experiment.ipynb #5236026b
+def _render(out, man, recipe, flat_rows):
+    "results.md and results.png again, with the flatness columns beside the training ones; results.csv untouched"
+    by, rows = {(r['arm'], r['seed']): r for r in flat_rows}, []
+    for r in man['runs']:
+        if not (f := out/'runs'/r['dir']/'result.json').exists(): continue
+        res = json.loads(f.read_text())
+        row = dict(arm=r['arm'], seed=r['seed'], epochs=res['config']['epochs'], **res['result'])   # as `run`
+        rows.append({**row, **{k: v for k, v in by.get((r['arm'], r['seed']), {}).items() if k not in row}})
+    with tempfile.TemporaryDirectory(dir=out, prefix='.measure-') as tmp:   # write_results writes results.csv too
+        write_results(rows, tmp, man['title'], recipe.paper.get(man['preset']), man['data'], recipe.ref)
+        for name in ('results.md', 'results.png'): os.replace(Path(tmp)/name, out/name)
+
+def _measured(s, n_examples, seed) -> bool:
+    "Whether a stored metric `s` was measured on the same subset"
+    return s is not None and s.get('n_examples') == n_examples and s.get('seed') == seed
+
+def _columns(stored): return {k: v for s in stored.values() for k, v in s['values'].items()}
+
+def _fmt_metrics(stored, metrics):
+    return ', '.join(f"{k} {v:.4g}" for m in metrics for k, v in stored[m]['values'].items())
+
+# %% ../nbs/15_experiment.ipynb #da67b68e
+def measure(out:str|Path, # the output folder of a finished `run` (with results.csv and run.json)
+            recipes:dict, # name -> Recipe, where the recipe run.json names is found (`flatnb.recipes.RECIPES`)
+            metrics=DEFAULT_METRICS, # names of `FLATNESS_METRICS`
+            n_examples:int=512, # training examples of the fixed subset every metric is computed on
+            bs:int=256, # examples per chunk of the Hessian-vector products (only bounds the memory)
+            seed:int=0, # seed of the subset and of the random probes: the same for every run
+            device=None, # where to measure; `None`: the best available
+            data_root:str|Path='data', # where torchvision data sets are cached
+            log=partial(print, flush=True) # where to report each run and the files; `None` is silent
+           ) -> list[dict]:
+    "Measure flatness on the final weights of every finished run of `out`; write flatness.csv, render results.md again"
+    out, metrics, log = Path(out), list(dict.fromkeys(metrics)), log or (lambda s: None)
+    man = _check_measure(out, metrics, n_examples, bs)
+    recipe = _recipe_of(man, recipes)
+    try: device = default_device(device)
+    except ValueError as e: raise UsageError(str(e)) from None
+    cache, rows, n = {}, [], len(man['runs'])
+    for i, r in enumerate(man['runs']):
+        d, title = out/'runs'/r['dir'], f"[{i + 1}/{n}] {recipe.name}/{r['arm']} seed {r['seed']}"
+        if not (d/'result.json').exists(): log(f"{title}: not finished, skipped"); continue
+        if not (d/'model.pt').exists():
+            log(f"{title}: no model.pt (trained before flatnb kept final weights), skipped; delete {d} and rerun "
+                "the same flatnb run to retrain it"); continue
+        stored = json.loads((d/'flatness.json').read_text()) if (d/'flatness.json').exists() else {}
+        todo = [m for m in metrics if not _measured(stored.get(m), n_examples, seed)]
+        t0 = time.perf_counter()
+        if todo: stored = _measure_run(recipe, r, d, todo, n_examples, bs, seed, device, data_root, cache, stored)
+        log(f"{title}: {_fmt_metrics(stored, metrics)} "
+            f"({f'{time.perf_counter() - t0:.1f} s' if todo else 'measured before'})")
+        rows.append(dict(arm=r['arm'], seed=r['seed'], **_columns(stored)))
+    if not rows: raise UsageError(f"no run of {out} could be measured (see above)")
+    atomic_write_text(out/'flatness.csv', results_csv(rows))
+    _render(out, man, recipe, rows)
+    log(f"flatness: {out/'flatness.csv'}; results: {out/'results.md'}, {out/'results.png'}")
     return rows
 
 # %% ../nbs/15_experiment.ipynb #974ba912
