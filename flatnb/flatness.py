@@ -671,7 +671,7 @@ def pca_directions(checkpoints, # the trajectory θ_0, ..., θ_n, final last: mo
     cks, names = _flat_checkpoints(checkpoints, model)
     final = cks[-1]
     keep = [not (ignore_1d and t.ndim <= 1) for t in final]
-    M = torch.stack([torch.cat([(t - f).flatten() * k for t, f, k in zip(c, final, keep)]) for c in cks])
+    M = torch.stack([torch.cat([(t.to(f) - f).flatten() * k for t, f, k in zip(c, final, keep)]) for c in cks])
     _, s, vt = torch.linalg.svd(M - M.mean(0), full_matrices=False)
     if not s[0] > 0: raise ValueError("the checkpoints do not move: every offset θ_i − θ_n is zero")
     vt = vt[:2] * torch.sign(vt[:2].gather(1, vt[:2].abs().argmax(1, keepdim=True))) # largest entry positive
@@ -689,7 +689,7 @@ def plot_trajectory(df, # a `DataFrame` from loss_surface on the PCA directions,
                     ax=None, # a matplotlib axis; `None` makes a figure
                     title:str='' # the axis title
                    ):
-    "The contour of a surface with a trajectory's checkpoints and arrows between them on top; returns the axis"
+    "The contour of a surface with a trajectory's checkpoints and arrows between them; returns the axis (no forward)"
     c = np.asarray(coords, dtype=float)
     if c.ndim != 2 or c.shape[1] != 2 or len(c) < 2:
         raise ValueError(f"coords must be an array of shape (n, 2) with n >= 2, got shape {c.shape}")
