@@ -1,6 +1,7 @@
 "Cross-cutting and failure tests of flatnb.flatness: exact Hessians, closed-form sharpness, restoration of the model"
 import copy, json, math, os, subprocess, sys
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -9,7 +10,7 @@ from flatnb.core import Data, cross_entropy, digits
 from flatnb.learner import simple_cnn
 from flatnb.flatness import (hessian_top_eig, hessian_vector_product, eps_sharpness, interpolate, random_direction,
                              loss_along, plot_landscape, loss_and_acc, measuring, hessian_trace, hessian_eigs, hessian_esd,
-                             esd_density, plot_esd)
+                             esd_density, plot_esd, loss_surface, plot_surface, pca_directions, plot_trajectory)
 
 # ---------------------------------------------------------------- helpers (independent of the code under test)
 
@@ -325,6 +326,172 @@ def test_plot_landscape_runs():
     assert len(ax.lines) == 2
     with pytest.raises(ValueError, match='pass `data`'): plot_landscape(ms)
     with pytest.raises(ValueError, match='metric'): plot_landscape(ms, data=(x, y), metric='f1')
+
+# ---------------------------------------------------------------- 2-D surfaces and trajectories
+
+def test_surface_quadratic_closed_form():
+    "f(α, β) = L(w) + α g·δ + β g·η + (α² δAδ + 2αβ δAη + β² ηAη)/2 on a quadratic, for every grid point"
+    torch.manual_seed(11)
+    w, b, M = (torch.randn(4, dtype=torch.float64), torch.randn(4, dtype=torch.float64),
+               torch.randn(4, 4, dtype=torch.float64))
+    A = M + M.T
+    dl, et = torch.randn(4, dtype=torch.float64), torch.randn(4, dtype=torch.float64)
+    al, be = [-2., -0.5, 0., 1.5], [-1., 0., 3.]
+    s = loss_surface(Quad(w), quad_loss(A, b), DUMMY, ([dl], [et]), al, be)
+    assert len(s) == len(al) * len(be) and list(s.columns) == ['alpha', 'beta', 'loss', 'acc']
+    g, L = A @ w + b, (0.5 * w @ A @ w + b @ w).item()
+    for a in al:
+        for bb in be:
+            exact = L + a * (g @ dl) + bb * (g @ et) + 0.5 * (a * a * dl @ A @ dl + 2 * a * bb * dl @ A @ et
+                                                            + bb * bb * et @ A @ et)
+            got = s.loss[(s.alpha == a) & (s.beta == bb)].item()
+            assert got == pytest.approx(exact.item(), rel=1e-12, abs=1e-12)
+    assert s.acc.isna().all() # not a classification
+
+def test_surface_default_directions_grid_and_restoration(bn_cnn):
+    m, x, y = bn_cnn
+    snap = snapshot(m)
+    s = loss_surface(m, cross_entropy, (x, y), seed=4, update_bn=True, bs=7)
+    assert_untouched(m, snap) # weights, BatchNorm buffers and modes bit-identical, after update_bn too
+    grid = [(i - 5) / 5 for i in range(11)]
+    assert list(zip(s.alpha, s.beta)) == [(a, b) for a in grid for b in grid]
+    s0 = loss_surface(m, cross_entropy, (x, y), seed=4, alphas=[0., -0.6], betas=[0., 0.8])
+    assert s0.loss[0] == pytest.approx(loss_and_acc(m, cross_entropy, (x, y))[0], rel=1e-12)
+    d1, d2 = random_direction(m, 4), random_direction(m, 5)
+    mm = copy.deepcopy(m).eval()
+    with torch.no_grad():
+        for n, p in mm.named_parameters(): p.add_(-0.6 * d1[n] + 0.8 * d2[n])
+        assert s0.loss[3] == pytest.approx(cross_entropy(mm(x), y).item(), rel=1e-10)
+
+def test_surface_update_bn_is_one_batch_statistics(bn_cnn):
+    "At a grid point: the loss of a copy moved there, its statistics recomputed by torch's update_bn on all of x"
+    m, x, y = bn_cnn
+    d1, d2 = random_direction(m, 1), random_direction(m, 2)
+    s = loss_surface(m, cross_entropy, (x, y), (d1, d2), alphas=[0.3], betas=[-0.7], update_bn=True, bs=5)
+    mm = copy.deepcopy(m)
+    with torch.no_grad():
+        for n, p in mm.named_parameters(): p.add_(0.3 * d1[n] - 0.7 * d2[n])
+    mm[3].p = 0. # dropout off, as in eval mode, while update_bn runs the copy in train mode
+    torch.optim.swa_utils.update_bn([(x,)], mm)
+    with torch.no_grad(): ref = cross_entropy(mm.eval()(x), y).item()
+    assert s.loss[0] == pytest.approx(ref, rel=1e-10)
+    s_run = loss_surface(m, cross_entropy, (x, y), (d1, d2), alphas=[0.3], betas=[-0.7])
+    assert abs(s_run.loss[0] - ref) > 1e-4 # the running statistics give another loss
+
+def test_surface_on_endpoints(tiny):
+    "With two networks as directions, (1, 0) and (0, 1) are those networks; state dicts need endpoints=True"
+    m, x, y = tiny
+    torch.manual_seed(5)
+    m1, m2 = copy.deepcopy(m), copy.deepcopy(m)
+    with torch.no_grad():
+        for p in list(m1.parameters()) + list(m2.parameters()): p.add_(0.5 * torch.randn_like(p))
+    s = loss_surface(m, cross_entropy, (x, y), (m1, m2), alphas=[0., 1.], betas=[0., 1.])
+    own = [loss_and_acc(k, cross_entropy, (x, y))[0] for k in (m, m2, m1)]
+    assert s.loss[:3].tolist() == pytest.approx(own, rel=1e-12)
+    s_sd = loss_surface(m, cross_entropy, (x, y), (m1.state_dict(), m2.state_dict()), [0., 1.], [0., 1.],
+                        endpoints=True)
+    assert s_sd.loss.tolist() == s.loss.tolist()
+    with pytest.raises(ValueError, match='every trainable parameter'):
+        loss_surface(m, cross_entropy, (x, y), ({'0.weight': m1[0].weight}, m2), endpoints=True)
+
+def orthonormal_trajectory(model, a, b, c, seed=0):
+    "State dicts at θ + a_i u + b_i v + c_i w for orthonormal u, v, w (QR of a seeded Gaussian matrix), and u, v"
+    names = [n for n, _ in model.named_parameters()]
+    theta = torch.cat([p.detach().flatten() for p in model.parameters()])
+    Q, _ = torch.linalg.qr(torch.randn(len(theta), 3, dtype=theta.dtype, generator=torch.Generator().manual_seed(seed)))
+    def unflat(v):
+        return dict(zip(names, [t.view(p.shape) for t, p in zip(v.split([p.numel() for p in model.parameters()]),
+                                                                  model.parameters())]))
+    return [unflat(theta + ai * Q[:, 0] + bi * Q[:, 1] + ci * Q[:, 2]) for ai, bi, ci in zip(a, b, c)], Q
+
+def test_pca_recovers_known_plane(tiny):
+    "Offsets along orthonormal u, v, w with centred, orthogonal coefficients: PCA gives ±u, ±v, σ² ratios, (a, b)"
+    m, x, y = tiny
+    # coefficients: columns of a QR orthogonal to the constant (so centred and orthogonal once centred), scaled by
+    # 3, 2, 0.5, then shifted so the final checkpoint's offset is zero; the centred sums of squares are 9, 4, 0.25
+    G = torch.cat([torch.ones(7, 1), torch.randn(7, 3, generator=torch.Generator().manual_seed(1))], 1)
+    B, _ = torch.linalg.qr(G.double())
+    a, b, c = [(B[:, k] - B[-1, k]) * s for k, s in ((1, 3.), (2, 2.), (3, 0.5))]
+    for u, v in ((a, b), (a, c), (b, c)): assert abs(((u - u.mean()) * (v - v.mean())).sum()) < 1e-12
+    cks, Q = orthonormal_trajectory(m, a, b, c)
+    va, vb, vc = 9., 4., 0.25
+    (d1, d2), ratios, coords = pca_directions(cks)
+    flat = lambda d: torch.cat([t.flatten() for t in d.values()])
+    assert abs(flat(d1) @ Q[:, 0]).item() == pytest.approx(1., rel=1e-10)
+    assert abs(flat(d2) @ Q[:, 1]).item() == pytest.approx(1., rel=1e-10)
+    assert ratios == pytest.approx((va / (va + vb + vc), vb / (va + vb + vc)), rel=1e-10)
+    s1, s2 = np.sign(coords[0])
+    signs = [s1 * np.sign(a[0].item()), s2 * np.sign(b[0].item())] # one sign per direction
+    np.testing.assert_allclose(coords * signs, torch.stack([a, b], 1).numpy(), atol=1e-10)
+    assert list(d1) == [n for n, _ in m.named_parameters()]
+    assert [t.shape for t in d1.values()] == [p.shape for p in m.parameters()]
+    # models, tensor lists and state dicts with buffers (named by `model`) give the same answer
+    mods = [copy.deepcopy(m) for _ in cks]
+    for k, sd in zip(mods, cks): k.load_state_dict(sd)
+    lists = [list(sd.values()) for sd in cks]
+    for other in (pca_directions(mods), pca_directions(lists), pca_directions([m.state_dict() | sd for sd in cks], m)):
+        np.testing.assert_allclose(other[2], coords, atol=1e-12)
+    assert isinstance(pca_directions(lists)[0][0], list)
+
+def test_pca_ignore_1d_and_surface_at_checkpoints(tiny):
+    "ignore_1d leaves the biases out; on a planar trajectory the surface at (x_i, y_i) is checkpoint i's loss"
+    m, x, y = tiny
+    a, b = torch.tensor([[-2., 2., 1., -1., 0.], [1., 1., -1., -1., 0.]], dtype=torch.float64)
+    cks, _ = orthonormal_trajectory(m, a, b, torch.zeros(5, dtype=torch.float64), seed=3)
+    (d1, d2), _, coords = pca_directions(cks, ignore_1d=True)
+    assert all(torch.equal(t, torch.zeros_like(t)) for d in (d1, d2) for n, t in d.items() if t.ndim == 1)
+    (d1, d2), ratios, coords = pca_directions(cks)
+    assert sum(ratios) == pytest.approx(1., rel=1e-10)
+    m.load_state_dict(cks[-1])
+    s = loss_surface(m, cross_entropy, (x, y), (d1, d2), alphas=coords[:, 0], betas=coords[:, 1])
+    for i, sd in enumerate(cks):
+        k = copy.deepcopy(m); k.load_state_dict(sd)
+        got = s.loss[(s.alpha == coords[i, 0]) & (s.beta == coords[i, 1])].item()
+        assert got == pytest.approx(loss_and_acc(k, cross_entropy, (x, y))[0], rel=1e-10)
+
+def test_plot_surface_and_trajectory_artists(tiny):
+    import matplotlib; matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    from matplotlib.contour import ContourSet
+    from matplotlib.collections import QuadMesh
+    from matplotlib.quiver import Quiver
+    m, x, y = tiny
+    s = loss_surface(m, cross_entropy, (x, y), alphas=[-1, -0.5, 0, 0.5, 1], betas=[-1, 0, 1, 2])
+    ax = plot_surface(s, levels=[1.2, 1.3, 1.4])
+    cs = [c for c in ax.collections if isinstance(c, ContourSet)]
+    assert len(cs) == 1 and list(cs[0].levels) == [1.2, 1.3, 1.4] and ax.get_xlabel() == 'α'
+    ax = plot_surface(s, 'heatmap', metric='acc')
+    mesh = [c for c in ax.collections if isinstance(c, QuadMesh)]
+    z = np.array([[s.acc[4 * i + j] for i in range(5)] for j in range(4)]) # rows β, columns α
+    assert len(mesh) == 1 and np.allclose(np.asarray(mesh[0].get_array()).reshape(4, 5), z)
+    assert len(ax.figure.axes) == 2 # the colour bar
+    coords = np.array([[-1., 1.5], [-0.5, 0.], [0., 0.]])
+    ax = plot_trajectory(s, coords, ratios=(0.7, 0.2))
+    q = [c for c in ax.collections if isinstance(c, Quiver)]
+    assert len(q) == 1 and q[0].N == 2 and np.allclose(np.c_[q[0].U, q[0].V], np.diff(coords, axis=0))
+    assert np.allclose(ax.lines[0].get_xydata(), coords) and ax.get_ylabel() == '2nd PCA direction: 20.0%'
+    plt.close('all')
+
+@pytest.mark.parametrize('call, msg', [
+    (lambda m, d: loss_surface(m, cross_entropy, d, directions=[random_direction(m)]), 'pair'),
+    (lambda m, d: loss_surface(m, cross_entropy, d, directions=([torch.zeros(1)], random_direction(m))),
+     'each direction'),
+    (lambda m, d: loss_surface(m, cross_entropy, d, alphas=[]), 'alphas'),
+    (lambda m, d: loss_surface(m, cross_entropy, d, betas=[math.inf]), 'betas'),
+    (lambda m, d: loss_surface(m, cross_entropy, digits(8, n_train=20), split='valid'), 'split'),
+    (lambda m, d: plot_surface(loss_surface(m, cross_entropy, d, alphas=[0, 1], betas=[0, 1]), kind='3d'), 'kind'),
+    (lambda m, d: plot_surface(loss_surface(m, cross_entropy, d, alphas=[0, 1], betas=[0, 1]).iloc[:3]), 'every point'),
+    (lambda m, d: plot_surface({'alpha': [0]}), 'DataFrame'),
+    (lambda m, d: plot_surface(pd.DataFrame(dict(alpha=[0, 0, 1, 1], beta=[0, 1, 0, 1], loss=[0., 1, 2, 3])), log=True),
+     'positive'),
+    (lambda m, d: pca_directions([m, m]), 'at least 3'),
+    (lambda m, d: pca_directions([m, m, m]), 'do not move'),
+    (lambda m, d: pca_directions([m, m, nn.Linear(2, 2)]), 'lacks parameters'),
+    (lambda m, d: pca_directions([[torch.zeros(2)], [torch.zeros(3)], [torch.zeros(2)]]), 'same shapes'),
+])
+def test_surface_validation(tiny, call, msg):
+    m, x, y = tiny
+    with pytest.raises(ValueError, match=msg): call(m, (x, y))
 
 # ---------------------------------------------------------------- validation
 
