@@ -105,7 +105,7 @@ class _CheckOnly(Callback):
 
 def classifier_model(run:Run, # the run
                      data:Data, # its data set (the number of classes and of input channels)
-                     plan:Plan|None=None # the arm's plan; `None`: `plan_arm` of the run's configuration
+                     plan:Plan|None=None # the arm's plan; None: plan_arm of the run's configuration
                     ) -> torch.nn.Module:
     "The network of one classifier run before training: the recipe's model, changed by the arm's model techniques"
     plan = plan or plan_arm({**run.cfg, 'seed': run.seed}, run.recipe.techniques)
@@ -490,8 +490,8 @@ def weights_error(path:str|Path, # the weights file
     return CheckpointError(f"{path} is not a valid flatnb weights file ({why}; crafted, truncated or from another "
                            "model or version); delete its run folder and rerun the same flatnb run to retrain it")
 
-def load_weights(path:str|Path, # a `model.pt` written by `train_classifier`
-                 model:torch.nn.Module # the run's network, rebuilt (`classifier_model`); its weights are replaced
+def load_weights(path:str|Path, # a model.pt written by train_classifier
+                 model:torch.nn.Module # the run's network, rebuilt (classifier_model); its weights are replaced
                 ) -> torch.nn.Module:
     "Load the state dict at `path` into `model` with `torch.load(weights_only=True)`: it runs no code of the file"
     try: sd = torch.load(path, map_location='cpu', weights_only=True)
@@ -581,15 +581,15 @@ def _fmt_metrics(stored, metrics):
     return ', '.join(f"{k} {v:.4g}" for m in metrics for k, v in stored[m]['values'].items())
 
 # %% ../nbs/15_experiment.ipynb #da67b68e
-def measure(out:str|Path, # the output folder of a finished `run` (with results.csv and run.json)
-            recipes:dict, # name -> Recipe, where the recipe run.json names is found (`flatnb.recipes.RECIPES`)
-            metrics=DEFAULT_METRICS, # names of `FLATNESS_METRICS`
+def measure(out:str|Path, # the output folder of a finished run (with results.csv and run.json)
+            recipes:dict, # name -> Recipe, where the recipe run.json names is found (flatnb.recipes.RECIPES)
+            metrics=DEFAULT_METRICS, # names of FLATNESS_METRICS
             n_examples:int=512, # training examples of the fixed subset every metric is computed on
             bs:int=256, # examples per chunk of the Hessian-vector products (only bounds the memory)
             seed:int=0, # seed of the subset and of the random probes: the same for every run
-            device=None, # where to measure; `None`: the best available
+            device=None, # where to measure; None: the best available
             data_root:str|Path='data', # where torchvision data sets are cached
-            log=partial(print, flush=True) # where to report each run and the files; `None` is silent
+            log=partial(print, flush=True) # where to report each run and the files; None is silent
            ) -> list[dict]:
     "Measure flatness on the final weights of every finished run of `out`; write flatness.csv, render results.md again"
     out, metrics, log = Path(out), list(dict.fromkeys(metrics)), log or (lambda s: None)

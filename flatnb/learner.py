@@ -102,8 +102,8 @@ def checkpoint_error(path:str|Path, # the checkpoint file
 
 _CKPT_TYPES = dict(model=dict, opt=dict, epoch=int, cbs=dict, rng=dict, history=list)
 
-def load_checkpoint(path:str|Path, # a file written by `Checkpoint`
-                    map_location=None # as in `torch.load`
+def load_checkpoint(path:str|Path, # a file written by Checkpoint
+                    map_location=None # as in torch.load
                    ) -> dict:
     "Read a checkpoint with `torch.load(weights_only=True)`: it runs no code of the file; `CheckpointError` if invalid"
     try: ck = torch.load(path, map_location=map_location, weights_only=True)
