@@ -396,7 +396,8 @@ def eps_sharpness(model:nn.Module, # the network (evaluated in eval mode)
     return s / (1 + loss0) if relative else s
 
 # %% ../nbs/13_flatness.ipynb #ae907bc1
-def _alphas(alphas, what='alphas'):
+def _alphas(alphas, what='alphas', default=None): # the grid as floats; `default` where `alphas` is None
+    if alphas is None: alphas = default
     a = torch.as_tensor(alphas, dtype=torch.float64).flatten()
     if a.numel() == 0 or not torch.isfinite(a).all():
         raise ValueError(f"{what} must be a non-empty sequence of finite numbers, got {alphas!r}")
@@ -465,7 +466,7 @@ def interpolate(model_a:nn.Module, # the network at α = 0
                 model_b:nn.Module, # a network of the same architecture, at α = 1
                 loss_func, # `(preds, targets) -> mean loss of the batch`
                 data, # a Data or a pair `(x, y)` of tensors
-                alphas=tuple(i / 10 for i in range(-5, 16)), # the points α of (1-α)·w_a + α·w_b
+                alphas=None, # the points α of (1-α)·w_a + α·w_b; None: 21 points on [-0.5, 1.5]
                 n_examples:int|None=None, # size of the fixed subset; `None` takes every example
                 bs:int=256, # examples per chunk (only bounds the memory)
                 seed:int=0, # seed of the subset
@@ -477,7 +478,7 @@ def interpolate(model_a:nn.Module, # the network at α = 0
     sa, sb = model_a.state_dict(), model_b.state_dict()
     if sa.keys() != sb.keys() or any(sa[k].shape != sb[k].shape for k in sa):
         raise ValueError("model_a and model_b must have the same architecture (the same state_dict names and shapes)")
-    alphas = _alphas(alphas)
+    alphas = _alphas(alphas, default=[i / 10 for i in range(-5, 16)])
     m = copy.deepcopy(model_a).eval()
     dev = next(m.parameters()).device
     sb = {k: v.to(dev) for k, v in sb.items()}
@@ -516,7 +517,7 @@ def loss_along(model:nn.Module, # the network at α = 0
                direction:dict|list, # a tensor per trainable parameter, e.g. from random_direction
                loss_func, # `(preds, targets) -> mean loss of the batch`
                data, # a Data or a pair `(x, y)` of tensors
-               alphas=tuple(i / 10 for i in range(-10, 11)), # the points α of w + α·d
+               alphas=None, # the points α of w + α·d; None: 21 points on [-1, 1]
                n_examples:int|None=None, # size of the fixed subset; `None` takes every example
                bs:int=256, # examples per chunk (only bounds the memory)
                seed:int=0, # seed of the subset
@@ -526,7 +527,7 @@ def loss_along(model:nn.Module, # the network at α = 0
     "Loss and accuracy along the line w + α·d from the network's weights w: a `DataFrame` with columns alpha, loss, acc"
     params = _params(model)
     ds = _as_vector_list(direction, model, params, 'direction')
-    alphas = _alphas(alphas)
+    alphas = _alphas(alphas, default=[i / 10 for i in range(-10, 11)])
     x, y = _subset(data, n_examples, seed, split)
     with measuring(model):
         w0 = [p.detach().clone() for p in params]
@@ -538,7 +539,7 @@ def loss_along(model:nn.Module, # the network at α = 0
 def plot_landscape(curves:dict, # {label: a `DataFrame` from loss_along/interpolate, or a model}
                    loss_func=cross_entropy, # loss, for the models in `curves`
                    data=None, # data, for the models in `curves`
-                   alphas=tuple(i / 10 for i in range(-10, 11)), # the α of the models' curves
+                   alphas=None, # the α of the models' curves; None: loss_along's 21 points on [-1, 1]
                    seed:int=0, # seed of the random direction (the same for every model)
                    metric:str='loss', # 'loss' or 'acc'
                    ax=None, # a matplotlib axis; `None` makes a figure
@@ -599,7 +600,7 @@ def loss_surface(model:nn.Module, # the network at (0, 0), with weights θ*
     "Loss and accuracy on the plane θ* + α·δ + β·η: a `DataFrame` (alpha, beta, loss, acc); one forward per point"
     params = _params(model)
     d1, d2 = _plane(model, params, directions, seed, endpoints)
-    grid = lambda g, what: _alphas([(i - 5) / 5 for i in range(11)] if g is None else g, what)
+    grid = lambda g, what: _alphas(g, what, default=[(i - 5) / 5 for i in range(11)])
     points = [dict(alpha=a, beta=b) for a in grid(alphas, 'alphas') for b in grid(betas, 'betas')]
     x, y = _subset(data, n_examples, seed, split)
     with measuring(model):

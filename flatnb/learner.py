@@ -172,7 +172,7 @@ class Learner:
     def __init__(self, model:nn.Module, # the network
                  data:Data|tuple, # a Data, or loaders (train_dl, test_dl) or (train_dl, test_dl, clean_dl) of (x, y)
                  loss_func=cross_entropy, # `(preds, targets) -> loss`
-                 opt=partial(torch.optim.SGD, lr=0.1, momentum=0.9), # an optimizer, or a function of the parameters
+                 opt=None, # an optimizer, or a function of the parameters; None: SGD, lr 0.1, momentum 0.9
                  cbs:list=(), # callbacks
                  bs:int=128, # batch size, when `data` is a Data
                  tfms=None, # training augmentation `(x, generator) -> x`, e.g. `Augment(padding=4, flip=True)`
@@ -204,6 +204,7 @@ class Learner:
         if compile: self.fwd = torch.compile(self.fwd, dynamic=False)   # static shapes: see "torch.compile" above
         self.train_dl, self.test_dl, self.clean_dl = self._loaders(data, bs, tfms, seed, clean_eval)
         self.loss_func = loss_func
+        opt = opt or partial(torch.optim.SGD, lr=0.1, momentum=0.9)
         self.opt = opt if isinstance(opt, torch.optim.Optimizer) else opt(self.model.parameters())
         bar = [progress] if isinstance(progress, ProgressCB) else [] if progress is False else [ProgressCB(progress)]
         self.cbs = sorted([MetricsCB(), *cbs, *bar], key=lambda c: c.order)
