@@ -18,17 +18,18 @@ STORED = dict(efficient='swa', gmix='vanilla', swwdirvae='invcdf', distance='cos
 # points over all their seeds: rounding alone moves them that far, and this allows 2.5 times the largest
 TOLERANCE = 0.05
 ROOT_RESULTS = ROOT/'results'
+FASHION = ('baseline',)   # the recipes whose fashion preset is stored (on this machine's path only: 25-45 min each)
+STORED_RUNS = [(r, 'cpu', p) for r in STORED for p in FP_PATHS] + [(r, 'fashion', 'native') for r in FASHION]
 
 def test_every_experiment_is_stored_on_every_path():
     folders = {p.relative_to(ROOT_RESULTS).as_posix() for p in ROOT_RESULTS.glob('*/*') if p.is_dir()}
-    assert folders == {f'{r}-cpu/{p}' for r in STORED for p in FP_PATHS}, folders
+    assert folders == {f'{r}-{preset}/{p}' for r, preset, p in STORED_RUNS}, folders
 
-@pytest.mark.parametrize('recipe', STORED)
-@pytest.mark.parametrize('path', FP_PATHS)
-def test_stored_results_are_not_stale(recipe, path):
+@pytest.mark.parametrize('recipe, preset, path', STORED_RUNS)
+def test_stored_results_are_not_stale(recipe, preset, path):
     "Each stored run is one the code would run now, with its configuration; results.csv lists exactly them"
-    out = stored_dir(recipe, 'cpu', path, ROOT_RESULTS)
-    cfg, arm_cfgs = resolve(RECIPES[recipe], 'cpu')
+    out = stored_dir(recipe, preset, path, ROOT_RESULTS)
+    cfg, arm_cfgs = resolve(RECIPES[recipe], preset)
     planned = plan_runs(RECIPES[recipe], arm_cfgs, cfg['seeds'], out)
     same = lambda c: {k: v for k, v in json.loads(json.dumps(c, default=str)).items() if k != 'seeds'}   # as `run_key`
     stale = [j.dir.name for j in planned if not (j.dir/'result.json').exists()
