@@ -480,9 +480,6 @@ PENDING_METRICS = dict(surface="the loss surface needs loss_surface (13_flatness
 DEFAULT_METRICS = ('top_eig', 'trace', 'eigs', 'eps')
 
 # %% ../nbs/15_experiment.ipynb #c303c6f3
-def _short(e, n=80): # an exception in one line, at most about n characters
-    s = ' '.join(str(e).split()); return f"{type(e).__name__}: {s if len(s) <= n else s[:n] + '...'}"
-
 def weights_error(path:str|Path, # the weights file
                   why:str # what is wrong with it
                  ) -> CheckpointError:
@@ -494,16 +491,11 @@ def load_weights(path:str|Path, # a model.pt written by train_classifier
                  model:torch.nn.Module # the run's network, rebuilt (classifier_model); its weights are replaced
                 ) -> torch.nn.Module:
     "Load the state dict at `path` into `model` with `torch.load(weights_only=True)`: it runs no code of the file"
-    try: sd = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:   # as `load_checkpoint`: weights_only refuses any global but tensors' and plain types'
-        g = str(e).partition('GLOBAL ')[2].split()
-        why = (f"unreadable, {_short(e, 80)}" if 'weights only load failed' not in str(e).lower() else
-               f"it would call {g[0]} when opened; refused, nothing ran" if g else "not tensors; refused unread")
-        raise weights_error(path, why) from None
+    sd = safe_load(path, 'cpu', weights_error)
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise weights_error(path, f"it holds a {type(sd).__name__}, not a state dict of tensors")
     try: model.load_state_dict(sd)
-    except Exception as e: raise weights_error(path, f"it does not fit this run's model, {_short(e)}") from None
+    except Exception as e: raise weights_error(path, f"it does not fit this run's model, {one_line(e, 80)}") from None
     return model
 
 # %% ../nbs/15_experiment.ipynb #1a663d0d
@@ -523,7 +515,7 @@ def _check_measure(out, metrics, n_examples, bs) -> dict:
                          "(it trains nothing that is finished and writes run.json), then measure")
     try: man = json.loads((out/'run.json').read_text()); [(r['arm'], r['seed'], r['dir']) for r in man['runs']]
     except (ValueError, KeyError, TypeError) as e:
-        raise UsageError(f"{out/'run.json'} is not readable ({_short(e, 80)}); rerun the same flatnb run command"
+        raise UsageError(f"{out/'run.json'} is not readable ({one_line(e, 80)}); rerun the same flatnb run command"
                          ) from None
     return man
 

@@ -15,9 +15,9 @@ from .core import *
 
 # %% auto #0
 __all__ = ['STEPS', 'CLEAN_EVAL_N', 'conv_bn', 'simple_cnn', 'CancelFitException', 'CancelEpochException', 'CancelBatchException',
-           'NonFiniteLossError', 'Callback', 'MetricsCB', 'atomic_save', 'CheckpointError', 'checkpoint_error',
-           'load_checkpoint', 'Checkpoint', 'eval_bs', 'clean_subset', 'Learner', 'in_notebook', 'ProgressCB',
-           'Scheduler', 'OneCycle', 'multistep', 'cosine_restarts', 'plot_history']
+           'NonFiniteLossError', 'Callback', 'MetricsCB', 'atomic_save', 'CheckpointError', 'one_line',
+           'checkpoint_error', 'safe_load', 'load_checkpoint', 'Checkpoint', 'eval_bs', 'clean_subset', 'Learner',
+           'in_notebook', 'ProgressCB', 'Scheduler', 'OneCycle', 'multistep', 'cosine_restarts', 'plot_history']
 
 # %% ../nbs/01_learner.ipynb #241c3b81
 def conv_bn(ci:int, # input channels
@@ -90,7 +90,10 @@ def atomic_save(obj, # what `torch.save` can write
 class CheckpointError(DataError):
     "A checkpoint file that flatnb will not resume from: crafted, truncated, or from another model or version"
 
-def _short(e:Exception, n:int=160) -> str:
+def one_line(e:Exception, # an exception
+             n:int=160 # at most about n characters of its message
+            ) -> str:
+    "`e` as one line: its type and its message, whitespace collapsed, cut at about `n` characters"
     s = ' '.join(str(e).split()); return f"{type(e).__name__}: {s if len(s) <= n else s[:n] + '...'}"
 
 def checkpoint_error(path:str|Path, # the checkpoint file
@@ -100,19 +103,26 @@ def checkpoint_error(path:str|Path, # the checkpoint file
     return CheckpointError(f"{path} is not a valid flatnb checkpoint ({why}; crafted, truncated or from another model "
                            "or version); delete it to train this run from the start")
 
+def safe_load(path:str|Path, # the file
+              map_location, # as in torch.load
+              error # `error(path, why)` -> the exception to raise for a file that cannot be used
+             ):
+    "`torch.load(weights_only=True)`: it runs no code of the file; a refused or unreadable file raises `error`"
+    try: return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:   # weights_only refuses any global but tensors' and plain types': crafted or other files
+        if 'weights only load failed' not in str(e).lower(): why = f"unreadable, {one_line(e, 80)}"
+        elif g := str(e).partition('GLOBAL ')[2].split():
+            why = f"it would call {g[0]} when opened; refused, nothing ran"
+        else: why = "not a file of tensors and plain types; refused unread"
+        raise error(path, why) from None
+
 _CKPT_TYPES = dict(model=dict, opt=dict, epoch=int, cbs=dict, rng=dict, history=list)
 
 def load_checkpoint(path:str|Path, # a file written by Checkpoint
                     map_location=None # as in torch.load
                    ) -> dict:
     "Read a checkpoint with `torch.load(weights_only=True)`: it runs no code of the file; `CheckpointError` if invalid"
-    try: ck = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:   # weights_only refuses any global but tensors' and plain types': crafted or other files
-        if 'weights only load failed' not in str(e).lower(): why = f"unreadable, {_short(e, 80)}"
-        elif g := str(e).partition('GLOBAL ')[2].split():
-            why = f"it would call {g[0]} when opened; refused, nothing ran"
-        else: why = "not a file of tensors and plain types; refused unread"
-        raise checkpoint_error(path, why) from None
+    ck = safe_load(path, map_location, checkpoint_error)
     if not isinstance(ck, dict): raise checkpoint_error(path, f"it holds a {type(ck).__name__}, not a dict")
     if missing := [k for k in _CKPT_TYPES if k not in ck]: raise checkpoint_error(path, f"no {', '.join(missing)}")
     for k, t in _CKPT_TYPES.items():
@@ -137,7 +147,7 @@ class Checkpoint(Callback):
             try: load(sd)
             except torch.OutOfMemoryError: raise
             except Exception as e:
-                raise checkpoint_error(self.path, f"{what} cannot be loaded into this run, {_short(e)}") from None
+                raise checkpoint_error(self.path, f"{what} cannot be loaded into this run, {one_line(e)}") from None
         learn.history, learn.start_epoch = ck['history'], ck['epoch'] + 1
     def after_epoch(self, learn):
         if not is_main_process(): return   # under torch.distributed every rank holds the same state: rank 0 writes it
