@@ -13,6 +13,16 @@ def flatnb(*args, cwd=None, timeout=600, **kw):
 @pytest.fixture
 def run_flatnb(): return flatnb
 
+# a cheap finished run: the safe-checkpoint and measure tests start from it (each copies it before changing anything)
+BASELINE_RUN = ['run', 'baseline', '--preset', 'cpu', '--epochs', '2', '--seeds', '1', '--limit', '256']
+
+@pytest.fixture(scope='session')
+def finished_baseline(tmp_path_factory):
+    "The output folder of `flatnb BASELINE_RUN`, trained once per test session"
+    out = tmp_path_factory.mktemp('baseline-run')
+    r = flatnb(*BASELINE_RUN, '--out', out); assert r.returncode == 0, r.stderr
+    return out
+
 def restore_and_sgd_step_(model, stats, params, w, d, bufs, lr, momentum, wd):
     "Reference step of the SAM-family tests: put back BatchNorm `stats` and weights `w`, then SGD (momentum, weight decay) with direction `d`"
     sd = model.state_dict()

@@ -5,14 +5,13 @@ import csv, json, math, shutil
 from pathlib import Path
 import pytest, torch
 from fastcore.test import test_close as close
-from conftest import flatnb
+from conftest import BASELINE_RUN as ARGS, flatnb
 from flatnb.core import cross_entropy, load_dataset
 from flatnb.experiment import Run, classifier_model, load_weights
 from flatnb.flatness import hessian_top_eig
 from flatnb.recipes import RECIPES
 from test_safe_ckpt import ShellPayload, WritePayload, craft
 
-ARGS = ['run', 'baseline', '--preset', 'cpu', '--epochs', '2', '--seeds', '1', '--limit', '256']
 MEASURE = ['--metrics', 'top_eig,trace', '--n-examples', '64']
 
 def read_csv(path): return list(csv.DictReader(open(path)))
@@ -22,11 +21,9 @@ def one_line_exit_2(r, msg):
     assert msg in r.stderr and len(r.stderr.strip().splitlines()) == 1 and 'Traceback' not in r.stderr, r.stderr
 
 @pytest.fixture(scope='module')
-def trained(tmp_path_factory):
+def trained(finished_baseline):
     "A finished `flatnb run`, never measured: tests copy it"
-    out = tmp_path_factory.mktemp('trained')
-    r = flatnb(*ARGS, '--out', out); assert r.returncode == 0, r.stderr
-    return out
+    return finished_baseline
 
 @pytest.fixture(scope='module')
 def measured(trained, tmp_path_factory):

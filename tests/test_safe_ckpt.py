@@ -7,7 +7,7 @@ import os, pathlib, pickle, random, shutil
 from functools import partial
 import numpy as np, pytest, torch
 from torch import nn
-from conftest import StopAfter, flatnb
+from conftest import BASELINE_RUN as ARGS, StopAfter, flatnb
 from flatnb.core import Data, digits, rng_state, set_rng_state, set_seed
 from flatnb.learner import Checkpoint, CheckpointError, Learner, load_checkpoint, simple_cnn
 
@@ -113,14 +113,11 @@ def test_resume_is_exact(tmp_path):
 
 # --- through the command line: rerunning `flatnb run` resumes from the run folder's ckpt.pt
 
-ARGS = ['run', 'baseline', '--epochs', '2', '--seeds', '1', '--limit', '256']
 
 @pytest.fixture(scope='module')
-def finished(tmp_path_factory):
+def finished(finished_baseline):
     "A finished run's folder (its ckpt.pt after the last epoch)"
-    out = tmp_path_factory.mktemp('run')
-    r = flatnb(*ARGS, '--out', out); assert r.returncode == 0, r.stderr
-    return out
+    return finished_baseline
 
 def rerun_with(tmp_path, finished, write):
     "Copy the finished run, remove its result.json, `write(ckpt)`, rerun the same command"
