@@ -55,9 +55,11 @@ SGD_COST = {'multistep', 'onecycle', 'mixup', 'cutout', 'label_smoothing', 'swa'
 # data set: (image shape, training images, test images, crop padding, flip), as the paper presets train them
 DATA = dict(cifar10=((3, 32, 32), 50_000, 10_000, 4, True), cifar100=((3, 32, 32), 50_000, 10_000, 4, True),
             svhn=((3, 32, 32), 73_257, 26_032, 4, False), stl10=((3, 96, 96), 5_000, 8_000, 12, True),
-            mnist=((1, 28, 28), 60_000, 10_000, 0, False))
+            mnist=((1, 28, 28), 60_000, 10_000, 0, False), fashion_mnist=((1, 28, 28), 60_000, 10_000, 4, True))
 # after WRN-16-8 on CIFAR-10: (model, data set whose shape it is timed at, methods), most important first
-OTHER_MODELS = [('resnet18', 'cifar10', tuple(METHODS)), ('cifar_143k_dw', 'cifar10', ('SGD', 'SAM')),
+OTHER_MODELS = [('resnet18', 'cifar10', tuple(METHODS)),
+                ('wrn28_10', 'fashion_mnist', ('SGD', 'SAM')),   # Foret Table 5 (gmix `paper-fashion`)
+                ('cifar_143k_dw', 'cifar10', ('SGD', 'SAM')),
                 ('cifar_143k', 'cifar10', ('SGD', 'SAM')),
                 ('efficientnet_b0', 'cifar10', ('SGD', 'SAM')),   # `000`'s classifier: 3x32x32 inputs (paper preset)
                 ('mnist_1k5_dw', 'mnist', ('SGD', 'SAM')), ('resnet20', 'cifar10', ('SGD',)),

@@ -269,7 +269,8 @@ def efficientnet_b0(num_classes:int=10, in_channels:int=3,
 # %% ../nbs/12_models.ipynb #9971f995
 MODELS = dict(simple_cnn=simple_cnn, mnist_25k=mnist_25k, mnist_7k=mnist_7k, mnist_7k_dw=mnist_7k_dw, mnist_5k=mnist_5k,
               mnist_5k_dw=mnist_5k_dw, mnist_1k5_dw=mnist_1k5_dw, cifar_143k=cifar_143k, cifar_143k_dw=cifar_143k_dw,
-              wrn=wrn, wrn16_8=partial(wrn, 16, 8), resnet18=resnet18, resnet_cifar=resnet_cifar,
+              wrn=wrn, wrn16_8=partial(wrn, 16, 8),
+              wrn28_10=partial(wrn, 28, 10), resnet18=resnet18, resnet_cifar=resnet_cifar,
               resnet20=partial(resnet_cifar, 20), mobilenet_v1=mobilenet_v1, mobilenet_v2=mobilenet_v2,
               efficientnet_b0=efficientnet_b0)
 

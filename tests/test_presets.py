@@ -14,6 +14,7 @@ CASES = [('baseline', 'paper', 1, ['--set', 'bs=8']),   # 32 examples: 4 steps, 
          ('gmix', 'paper-cifar100-resnet18', 1, ['--arms', 'sam']),
          ('gmix', 'paper-stl10', 1, ['--arms', 'gmix', '--limit', '16']),
          ('gmix', 'paper-svhn', 1, []),
+         ('gmix', 'paper-fashion', 1, ['--arms', 'foret-sam+cutout', '--limit', '16']),   # WRN-28-10: 36M parameters
          ('efficient', 'paper', 4, []),
          ('efficient', 'paper-cifar10', 4, []),
          ('distance', 'paper', 6, []),

@@ -1,5 +1,6 @@
 "The repository is consistent: README from nbs/index.ipynb, notebooks small and clean"
-import json, subprocess, sys
+import json, re, subprocess, sys
+import pytest
 from pathlib import Path
 from conftest import ROOT
 
@@ -52,8 +53,21 @@ def test_modules_import_one_way_and_nothing_private():
     assert graph['experiment'] & {'recipes', 'cli'} == set() and 'cli' not in graph['recipes']
 
 def test_one_way_to_validate():
-    idiom = 'isinstance(v, bool) or not isinstance'
-    assert not [p.name for p in MODULES if idiom in p.read_text()]
+    "Numeric settings are checked one way (`core.check_num`): a bool, NaN or inf is refused with the same message"
+    from flatnb.gmix import GMix
+    from flatnb.learner import Learner, cosine_restarts
+    from flatnb.mixup import Cutout, LabelSmoothing, MixUp
+    from flatnb.models import wrn
+    from flatnb.sam import SAMCB
+    from flatnb.swa import SWA
+    makers = dict(rho=lambda v: SAMCB(rho=v), ratio=lambda v: GMix('bg', ratio=v), alpha=lambda v: MixUp(alpha=v),
+                  eps=lambda v: LabelSmoothing(eps=v), swa_lr=lambda v: SWA(swa_lr=v), width=lambda v: wrn(width=v),
+                  cycles=lambda v: cosine_restarts(cycles=v), size=lambda v: Cutout(size=v))
+    for name, make in makers.items():
+        for bad in (True, float('nan'), float('inf')):
+            with pytest.raises(ValueError) as e: make(bad)
+            assert re.fullmatch(rf"([a-z]+ )*{name} must be (a finite number|an integer)\b.*, got {re.escape(repr(bad))}",
+                                str(e.value)), (name, bad, str(e.value))
 
 def index_tables():
     "The README's results tables as the stored results give them: results.md of the native path, and both paths compared"
