@@ -567,3 +567,11 @@ class Sums:
         all_reduce_sum_(self.loss, self.correct, self.n)
         n = self.n.clamp_min(1)
         return (self.loss / n).item(), (self.correct / n).item()
+
+# %% ../nbs/00_core.ipynb #c8ff7bd3
+def _dot(a:list[Tensor], # a list of tensors
+         b:list[Tensor]  # a list of tensors of the same shapes
+        ) -> Tensor:
+    "⟨a, b⟩ over whole lists of tensors, as a 0-d tensor in their dtype (float32 at least)"
+    v = torch.cat([t.reshape(-1) for t in torch._foreach_mul(a, b)])
+    return v.sum(dtype=torch.promote_types(v.dtype, torch.float32))

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn, Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
-from .core import Data, check_num, check_choice, cross_entropy
+from .core import Data, check_num, check_choice, cross_entropy, _dot
 
 # %% auto #0
 __all__ = ['measuring', 'loss_and_acc', 'hessian_vector_product', 'hessian_top_eig', 'hessian_trace', 'hessian_eigs',
@@ -26,6 +26,7 @@ def _params(model):
     if not ps: raise ValueError("model has no trainable parameters (none with requires_grad=True)")
     return ps
 
+# %% ../nbs/13_flatness.ipynb #66955019
 def _subset(data, n_examples:int|None, seed:int, split:str='train'):
     "The (x, y) tensors of the fixed subset, where the data lives"
     check_num(n_examples, 'n_examples', 1, integer=True, optional=True)
@@ -41,6 +42,7 @@ def _subset(data, n_examples:int|None, seed:int, split:str='train'):
         x, y = x[idx.to(x.device)], y[idx.to(y.device)]
     return x, y
 
+# %% ../nbs/13_flatness.ipynb #66955019
 class _Chunks:
     "The subset as chunks `(xb, yb, len(xb)/n)` of at most `bs` examples, each moved to `device` when it is used"
     def __init__(self, x, y, bs, device):
@@ -52,6 +54,7 @@ class _Chunks:
         for i in range(0, n, self.bs):
             yield self.x[i:i+self.bs].to(self.device), self.y[i:i+self.bs].to(self.device), min(self.bs, n - i) / n
 
+# %% ../nbs/13_flatness.ipynb #66955019
 def _batch_loss(model, loss_func, xb, yb):
     "The mean loss of one batch and the predictions"
     preds = model(xb)
@@ -61,6 +64,7 @@ def _batch_loss(model, loss_func, xb, yb):
         raise ValueError(f"loss_func must return the mean loss of the batch as a scalar tensor (got {got})")
     return loss.reshape(()), preds
 
+# %% ../nbs/13_flatness.ipynb #66955019
 def _correct(preds, yb):
     "Number of correct predictions, or NaN when the task is not classification"
     if preds.ndim == 2 and yb.ndim == 1 and not yb.is_floating_point() and len(preds) == len(yb):
@@ -107,6 +111,7 @@ def _grads_graph(model, params, loss_func, xb, yb, w):
     loss, _ = _batch_loss(model, loss_func, xb, yb)
     return torch.autograd.grad(loss * w, params, create_graph=True, allow_unused=True)
 
+# %% ../nbs/13_flatness.ipynb #f0d71286
 def _hvp(model, params, loss_func, chunks, vs, graphs=None):
     "H v accumulated chunk by chunk (H of the weighted mean loss); `graphs`: one chunk's gradient graph, kept to reuse"
     out = [torch.zeros_like(p) for p in params]
@@ -118,6 +123,7 @@ def _hvp(model, params, loss_func, chunks, vs, graphs=None):
         torch._foreach_add_(out, [h if h is not None else torch.zeros_like(p) for h, p in zip(hv, params)])
     return out
 
+# %% ../nbs/13_flatness.ipynb #f0d71286
 def _hessian_op(model, params, loss_func, chunks):
     "`v -> H v` (detached) over all the chunks, once the loss is checked finite; call it inside `measuring`"
     with torch.no_grad(): l0 = sum(_batch_loss(model, loss_func, xb, yb)[0].item() * w for xb, yb, w in chunks)
@@ -127,8 +133,7 @@ def _hessian_op(model, params, loss_func, chunks):
     graphs = _grads_graph(model, params, loss_func, *next(iter(chunks))) if len(chunks) == 1 else None
     return lambda vs: [h.detach() for h in _hvp(model, params, loss_func, chunks, vs, graphs)]
 
-def _dot(a, b): return sum((x * y).sum() for x, y in zip(a, b))
-
+# %% ../nbs/13_flatness.ipynb #f0d71286
 def _as_vector_list(v, model, params, what='v'):
     "`v` (a dict {parameter name: tensor}, or a list/tuple of tensors) as a list aligned with `params`"
     if isinstance(v, dict):
@@ -194,6 +199,7 @@ def _rademacher(params, g):
     "A random vector of ±1 entries shaped like `params`, drawn on the CPU from `g` (the same on every device)"
     return [(torch.randint(0, 2, p.shape, generator=g) * 2 - 1).to(p.device, p.dtype) for p in params]
 
+# %% ../nbs/13_flatness.ipynb #7122d637
 def hessian_trace(model:nn.Module, # the network (evaluated in eval mode: BatchNorm running statistics, no dropout)
                   loss_func, # `(preds, targets) -> mean loss of the batch`
                   data, # a Data (its training set) or a pair `(x, y)` of tensors
@@ -215,15 +221,18 @@ def hessian_trace(model:nn.Module, # the network (evaluated in eval mode: BatchN
 # %% ../nbs/13_flatness.ipynb #aa99c009
 def _flat(ts): return torch.cat([t.reshape(-1) for t in ts])
 
+# %% ../nbs/13_flatness.ipynb #aa99c009
 def _unflat(v, params):
     "A flat vector as tensors shaped like `params` (views)"
     return [t.view_as(p).to(p.dtype) for t, p in zip(v.split([p.numel() for p in params]), params)]
 
+# %% ../nbs/13_flatness.ipynb #aa99c009
 def _orth(w, Q):
     "`w` minus its projection on the orthonormal rows of `Q`, twice (classical Gram-Schmidt twice)"
     for _ in range(2): w = w - Q.T @ (Q @ w)
     return w
 
+# %% ../nbs/13_flatness.ipynb #aa99c009
 def _tridiag(alphas, betas):
     "Eigenvalues (ascending) and eigenvectors of the tridiagonal T (diagonal `alphas`, off-diagonal `betas`), float64"
     a, b = torch.tensor(alphas, dtype=torch.float64), torch.tensor(betas, dtype=torch.float64)
@@ -253,6 +262,7 @@ def _top_k(theta, U, k):
     idx = torch.sort(theta.abs(), descending=True, stable=True).indices[:k]
     return theta[idx], U[:, idx]
 
+# %% ../nbs/13_flatness.ipynb #5ed14f42
 def hessian_eigs(model:nn.Module, # the network (evaluated in eval mode: BatchNorm running statistics, no dropout)
                  loss_func, # `(preds, targets) -> mean loss of the batch`
                  data, # a Data (its training set) or a pair `(x, y)` of tensors
@@ -321,6 +331,7 @@ def esd_density(nodes, # the quadrature nodes (from hessian_esd)
     dens = sum(w * np.exp(-(grid - t)**2 / (2 * var)) for t, w in zip(nodes, weights)) / np.sqrt(2 * np.pi * var)
     return grid, dens / (dens.sum() * (grid[1] - grid[0]))
 
+# %% ../nbs/13_flatness.ipynb #3c7f72de
 def plot_esd(nodes, # the quadrature nodes (from hessian_esd)
              weights, # their weights
              ax=None, # a matplotlib axis; `None` makes a figure
@@ -351,6 +362,7 @@ def _loss_grad(model, params, loss_func, chunks, grad=True):
         loss += l.item() * w
     return loss, gs
 
+# %% ../nbs/13_flatness.ipynb #707a9033
 def _set_(params, w0, eps):
     "params <- w0 + eps, in place"
     with torch.no_grad(): torch._foreach_copy_(params, torch._foreach_add(w0, eps))
@@ -403,14 +415,17 @@ def _alphas(alphas, what='alphas', default=None): # the grid as floats; `default
         raise ValueError(f"{what} must be a non-empty sequence of finite numbers, got {alphas!r}")
     return a.tolist()
 
+# %% ../nbs/13_flatness.ipynb #ae907bc1
 class _Stop(Exception): "Ends a forward pass early, once the layer being calibrated has seen its input"
 
+# %% ../nbs/13_flatness.ipynb #ae907bc1
 def _chunk_stats(t):
     "Count, per-channel mean and sum of squared deviations of a BatchNorm input (N, C, ...), in float64"
     t = t.detach().double().transpose(0, 1).flatten(1)
     m = t.mean(1)
     return t.shape[1], m, ((t - m[:, None])**2).sum(1)
 
+# %% ../nbs/13_flatness.ipynb #ae907bc1
 @torch.no_grad()
 def _recompute_bn(model, chunks):
     "Running statistics of every BatchNorm = mean and unbiased variance of its input over all the chunks, as one batch"
@@ -442,6 +457,7 @@ def _recompute_bn(model, chunks):
         counts.append(n)
     for bn, n in zip(order, counts): bn.running_var.mul_(n / max(n - 1, 1)) # unbiased, as BatchNorm stores it
 
+# %% ../nbs/13_flatness.ipynb #ae907bc1
 def _point(model, loss_func, chunks, n, update_bn):
     "Loss and accuracy of `model` (in eval mode) at its weights, after recomputing its BatchNorm statistics if asked"
     if update_bn: _recompute_bn(model, chunks)
@@ -452,6 +468,7 @@ def _point(model, loss_func, chunks, n, update_bn):
             loss += l.item() * w; correct += _correct(preds, yb)
     return dict(loss=loss, acc=correct / n)
 
+# %% ../nbs/13_flatness.ipynb #ae907bc1
 def _curve(model, loss_func, chunks, n, points, set_point, update_bn):
     "A `DataFrame`: each point (a dict of coordinates), its loss and accuracy; `set_point(**point)` sets the weights"
     import pandas as pd
@@ -572,6 +589,7 @@ def _toward(model, params, target, names):
         target = [target[n] for n in names]
     return torch._foreach_sub(_as_vector_list(target, model, params, 'each endpoint'), [p.detach() for p in params])
 
+# %% ../nbs/13_flatness.ipynb #b93b3f04
 def _plane(model, params, directions, seed, endpoints):
     "The two directions (δ, η) of a surface, as lists aligned with `params`"
     if directions is None: directions = random_direction(model, seed), random_direction(model, seed + 1)

@@ -8,10 +8,12 @@ import math
 from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
+from fastcore.basics import patch
 import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 from .core import *
+from .core import _dot
 from .learner import *
 from .sam import SAM, SAMBaseCB
 from .mixup import mixup_batch, mix_loss, EpochRNG, MixUp
@@ -19,7 +21,7 @@ from .mixup import mixup_batch, mix_loss, EpochRNG, MixUp
 # %% auto #0
 __all__ = ['GMIX_MODES', 'GMixOut', 'GMixStep', 'gmix_step', 'GMix', 'BGMixStep', 'DGMixStep']
 
-# %% ../nbs/07_gmix.ipynb #d6c12e09
+# %% ../nbs/07_gmix.ipynb #794c6259
 @dataclass
 class GMixOut:
     "What one G-Mix step returns"
@@ -30,6 +32,7 @@ class GMixOut:
     lam:float # the mixing weight λ
     perm:Tensor # (B,) the partner permutation
 
+# %% ../nbs/07_gmix.ipynb #16d44bfa
 class GMixStep:
     "G-Mix: SAM on a Mixup batch; the descent uses the gradient at w+ε of the mean loss of the whole batch"
     def __init__(self, ratio:float=0.5, # fraction in (0, 1] of the batch in the sensitive subset S
@@ -40,13 +43,6 @@ class GMixStep:
         self.alpha = check_num(alpha, 'alpha', 0, lo_open=True, hint='λ ~ Beta(α, α)')
         self.dg_weight = check_num(dg_weight, 'dg_weight', 0, hint='β, the weight of the orthogonal component')
 
-    def losses(self, model, xm, ya, yb, lam, loss_func, autocast, idx=None) -> tuple[Tensor, Tensor]:
-        "Outputs and per-example mixed losses ℓ_i at the current weights, of the whole batch or of the examples `idx`"
-        if idx is not None: xm, ya, yb = xm[idx], ya[idx], yb[idx]
-        with autocast():
-            preds = model(xm)
-            return preds, mix_loss(loss_func, preds, ya, yb, lam, reduction='none')
-
     def n_sensitive(self, n:int) -> int:
         "k = ⌈ratio·n⌉, the size of S in a batch of n (the 1e-9 absorbs 0.3·10 = 3.0000000000000004)"
         return min(n, max(1, math.ceil(self.ratio * n - 1e-9)))
@@ -55,30 +51,43 @@ class GMixStep:
         "Indices of S: the k examples with the largest sensitivity"
         return s.topk(self.n_sensitive(len(s))).indices
 
-    def descent(self, ell, # ℓ(idx=None) -> (outputs, per-example losses ℓ_i) at the current weights
-                ell_w:Tensor, # (B,) ℓ_i(w), detached
-                params:list[Tensor] # the parameters that get a gradient
-               ) -> tuple[Tensor, Tensor]:
-        "At w+ε: put the descent direction d into `.grad`; return (s, S). G-Mix: d = ∇ of the mean ℓ_i over the batch"
-        _, ell_eps = ell()
-        ell_eps.mean().backward()
-        s = ell_eps.detach() - ell_w
-        return s, self.select(s)
+# %% ../nbs/07_gmix.ipynb #af25fe99
+@patch
+def losses(self:GMixStep, model, xm, ya, yb, lam, loss_func, autocast, idx=None) -> tuple[Tensor, Tensor]:
+    "Outputs and per-example mixed losses ℓ_i at the current weights, of the whole batch or of the examples `idx`"
+    if idx is not None: xm, ya, yb = xm[idx], ya[idx], yb[idx]
+    with autocast():
+        preds = model(xm)
+        return preds, mix_loss(loss_func, preds, ya, yb, lam, reduction='none')
 
-    def __call__(self, model, opt, x, y, loss_func, lam, perm, autocast,
-                 update # `update(second_pass)`: the SAM update around the second pass (SAM.step)
-                ) -> GMixOut:
-        "One step on the batch (x, y) with the mixing weight `lam` and the partners `perm`"
-        xm, ya, yb = mixup_batch(x, y, lam, perm)                                 # 1. mix
-        ell = partial(self.losses, model, xm, ya, yb, lam, loss_func, autocast)
-        preds, ell_w = ell()
-        opt.zero_grad(set_to_none=True)
-        ell_w.mean().backward()
-        params = [p for g in opt.param_groups for p in g['params'] if p.requires_grad]
-        s, S = update(lambda: self.descent(ell, ell_w.detach(), params))          # 2. ascend, 3-4. s, S and d at w+ε,
-        opt.zero_grad(set_to_none=True)                                           # 5. back to w, base step
-        selected = torch.zeros(len(x), dtype=torch.bool, device=x.device); selected[S] = True
-        return GMixOut(ell_w.detach().mean(), s, selected, preds.detach(), lam, perm)
+# %% ../nbs/07_gmix.ipynb #f2766049
+@patch
+def descent(self:GMixStep, ell, # ℓ(idx=None) -> (outputs, per-example losses ℓ_i) at the current weights
+            ell_w:Tensor, # (B,) ℓ_i(w), detached
+            params:list[Tensor] # the parameters that get a gradient
+           ) -> tuple[Tensor, Tensor]:
+    "At w+ε: put the descent direction d into `.grad`; return (s, S). G-Mix: d = ∇ of the mean ℓ_i over the batch"
+    _, ell_eps = ell()
+    ell_eps.mean().backward()
+    s = ell_eps.detach() - ell_w
+    return s, self.select(s)
+
+# %% ../nbs/07_gmix.ipynb #64995334
+@patch
+def __call__(self:GMixStep, model, opt, x, y, loss_func, lam, perm, autocast,
+             update # `update(second_pass)`: the SAM update around the second pass (SAM.step)
+            ) -> GMixOut:
+    "One step on the batch (x, y) with the mixing weight `lam` and the partners `perm`"
+    xm, ya, yb = mixup_batch(x, y, lam, perm)                                 # 1. mix
+    ell = partial(self.losses, model, xm, ya, yb, lam, loss_func, autocast)
+    preds, ell_w = ell()
+    opt.zero_grad(set_to_none=True)
+    ell_w.mean().backward()
+    params = [p for g in opt.param_groups for p in g['params'] if p.requires_grad]
+    s, S = update(lambda: self.descent(ell, ell_w.detach(), params))          # 2. ascend, 3-4. s, S and d at w+ε,
+    opt.zero_grad(set_to_none=True)                                           # 5. back to w, base step
+    selected = torch.zeros(len(x), dtype=torch.bool, device=x.device); selected[S] = True
+    return GMixOut(ell_w.detach().mean(), s, selected, preds.detach(), lam, perm)
 
 # %% ../nbs/07_gmix.ipynb #864e2840
 GMIX_MODES = {'g': GMixStep} # BG-Mix and DG-Mix are added below
@@ -128,12 +137,16 @@ class GMix(SAMBaseCB):
         if learn.cb(MixUp) is not None: raise ValueError("GMix mixes the batches itself; remove the MixUp callback")
         super().before_fit(learn)
     def before_epoch(self, learn): self.rng.reset(learn.epoch, learn.device)
-    def train_step(self, learn):
-        lam, perm = self.rng.beta(self.gmix.alpha), self.rng.perm(len(learn.xb))
-        self.out = self.gmix(learn.fwd, learn.opt, learn.xb, learn.yb, learn.loss_func, lam, perm, learn.autocast,
-                             update=partial(self.sam_update, learn))
-        learn.preds, learn.loss = self.out.preds, self.out.loss
-        learn('after_step')
+
+# %% ../nbs/07_gmix.ipynb #01ec36b0
+@patch
+def train_step(self:GMix, learn):
+    "One G-Mix step on the Learner's batch, with this epoch's draws of λ and π"
+    lam, perm = self.rng.beta(self.gmix.alpha), self.rng.perm(len(learn.xb))
+    self.out = self.gmix(learn.fwd, learn.opt, learn.xb, learn.yb, learn.loss_func, lam, perm, learn.autocast,
+                         update=partial(self.sam_update, learn))
+    learn.preds, learn.loss = self.out.preds, self.out.loss
+    learn('after_step')
 
 # %% ../nbs/07_gmix.ipynb #5a15a6c7
 class BGMixStep(GMixStep):
@@ -148,11 +161,6 @@ class BGMixStep(GMixStep):
 GMIX_MODES['bg'] = BGMixStep
 
 # %% ../nbs/07_gmix.ipynb #cdcf179e
-def _dot(a:list[Tensor], b:list[Tensor]) -> Tensor:
-    "⟨a, b⟩ over whole lists of tensors, in their dtype (float32 at least)"
-    v = torch.cat([t.reshape(-1) for t in torch._foreach_mul(a, b)])
-    return v.sum(dtype=torch.promote_types(v.dtype, torch.float32))
-
 def _take_grads(params:list[Tensor]) -> list[Tensor]:
     "The gradients of `params` (zeros where there is none); `.grad` is reset to `None`"
     gs = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
@@ -163,6 +171,7 @@ def _replayed(device:torch.device):
     "Context: the random state of `device` is put back on exit, so the next forward draws the same numbers"
     return torch.random.fork_rng(devices=[device] if device.type == 'cuda' else [], device_type=device.type)
 
+# %% ../nbs/07_gmix.ipynb #7f9b13fe
 class DGMixStep(GMixStep):
     "Decomposed G-Mix: descend on g_S + β·(g_L − ⟨g_L, g_S⟩/‖g_S‖²·g_S)"
     def descent(self, ell, ell_w, params):
