@@ -21,14 +21,25 @@ Numbers (`benchmarks/results/cpu.md`):
   step cost         ms per training step of mnist_7k through `Learner.fit` with SGD and with each technique's callback
                     (the recipes' settings), over SGD's; `--steps` steps after `--warmup`, at the first thread count.
                     RBF starts from one checkpoint and SWA is in its SWA phase, as in the later epochs of a fit
+  HVP               seconds per Hessian-vector product of `13_flatness` (`hessian_trace` with `--hvps` probes, so
+                    exactly that many HVPs) on `--hvp-n` training images, at the first thread count, in chunks of
+                    `--hvp-chunk` images and as one batch, after one warm-up HVP; and the peak memory it adds: the
+                    process's peak resident set (VmHWM, reset before) minus its resident set before the HVPs, each
+                    measurement in a fresh process.
+                    One batch builds the gradient graph once and differentiates it again per HVP; chunks rebuild it
+                    per chunk and HVP, in the memory of one chunk
 
     python benchmarks/bench_cpu.py                         # the full tables, on an idle machine (an estimated 10-15 min on 2 cores)
     python benchmarks/bench_cpu.py --threads 1 --models mnist_7k --rounds 5
     python benchmarks/bench_cpu.py --tiny --out /tmp/cpu.md   # smoke test of every part, seconds: not results
 
+    python benchmarks/bench_cpu.py --only hvp              # one section (throughput, techniques or hvp)
+
 The file is rewritten atomically after every round and section, so a run that is cut off still reports.
 """
 import argparse, datetime, os, platform, statistics, sys, time
+from concurrent.futures import ProcessPoolExecutor
+import multiprocessing as mp
 from pathlib import Path
 import torch
 import torch.nn.functional as F
@@ -42,11 +53,15 @@ from flatnb.mixup import MixUp
 from flatnb.gmix import GMix
 from flatnb.distance import RBFDistance
 from flatnb.swa import SWA
+from flatnb.flatness import hessian_trace
 
 DEFAULT_MODELS = 'mnist_1k5_dw,mnist_7k,mnist_25k,simple_cnn'
-TINY = dict(models='mnist_1k5_dw,mnist_7k', n=512, rounds=1, threads=(1,), steps=2, warmup=1, mm=256)
+TINY = dict(models='mnist_1k5_dw,mnist_7k', n=512, rounds=1, threads=(1,), steps=2, warmup=1, mm=256, hvp_n=256,
+            hvp_chunk=64, hvps=2)
+HVP_MODELS = ('mnist_7k', 'simple_cnn')
 TECHNIQUE_MODEL = 'mnist_7k'
-TITLES = ('Training throughput', 'Evaluation share of an epoch', 'Technique step cost relative to SGD')
+TITLES = ('Training throughput', 'Evaluation share of an epoch', 'Technique step cost relative to SGD',
+          'Hessian-vector products: time and memory, chunked against one batch')
 
 
 # ---- data, FLOPs, the matmul peak ----
@@ -139,6 +154,43 @@ def step_ms(technique:str, data:Data, bs:int, warmup:int, steps:int) -> float:
     Learner(get_model(TECHNIQUE_MODEL), data, cbs=[*TECHNIQUES[technique](), timer], bs=bs, progress=False,
             device='cpu').fit(2)
     return timer.ms
+
+
+# ---- Hessian-vector products ----
+def rss_mb(field:str) -> float:
+    "VmRSS (now) or VmHWM (the peak since the last reset) of this process, in MB, from /proc/self/status"
+    line = next(l for l in Path('/proc/self/status').read_text().splitlines() if l.startswith(field + ':'))
+    return int(line.split()[1]) / 1024
+
+def reset_peak():
+    "Reset this process's peak resident set (VmHWM) to its current size (Linux >= 4.0: clear_refs 5)"
+    Path('/proc/self/clear_refs').write_text('5')
+
+def hvp_cost(name:str, n:int, bs:int, hvps:int, threads:int) -> dict:
+    "In this (fresh) process: seconds per HVP of `name` on `n` images in chunks of `bs`, and the peak memory it adds"
+    torch.set_num_threads(threads)
+    data = bench_data(n); torch.manual_seed(0); model = get_model(name)
+    trace = lambda k: hessian_trace(model, F.cross_entropy, data, n_examples=n, bs=bs, n_iter=k, seed=0)
+    trace(2)                                                    # warm-up: lazy initialisation, allocator pools
+    reset_peak(); rss0, t = rss_mb('VmRSS'), time.perf_counter()
+    trace(hvps)
+    return dict(s=(time.perf_counter() - t) / hvps, mb=rss_mb('VmHWM') - rss0)
+
+def fresh(f, *args):
+    "`f(*args)` in a new spawned process (its own peak memory)"
+    with ProcessPoolExecutor(1, mp_context=mp.get_context('spawn')) as ex: return ex.submit(f, *args).result()
+
+def measure_hvp(a, report) -> dict:
+    "(model, bs) -> [dict(s, mb)], one per round, chunked and one batch interleaved"
+    jobs = [(m, b) for m in HVP_MODELS for b in (a.hvp_chunk, a.hvp_n)]
+    res = {j: [] for j in jobs}
+    for r in range(a.rounds):
+        for m, b in (jobs if r % 2 == 0 else jobs[::-1]):
+            res[m, b].append(v := fresh(hvp_cost, m, a.hvp_n, b, a.hvps, a.threads[0]))
+            print(f"{a.threads[0]} thread(s), round {r + 1}/{a.rounds}: {m} HVP, chunks of {b}: {v['s']:.3f} s, "
+                  f"+{v['mb']:.0f} MB", flush=True)
+        report.set(TITLES[3], hvp_table(res, a))
+    return res
 
 
 # ---- measuring, interleaved ----
@@ -235,6 +287,20 @@ def technique_table(ms:dict, a) -> str:
     return (f"{TECHNIQUE_MODEL}, {a.threads[0]} thread(s), batch {a.bs}: {a.steps} timed steps after {a.warmup} "
             f"per technique and round.\n\n" + md_table(['technique', 'ms/step', 'images/s', 'relative to SGD'], rows))
 
+def hvp_table(res:dict, a) -> str:
+    "Table 4: seconds per HVP and added peak memory, per model, chunked and as one batch"
+    rows = []
+    for m in HVP_MODELS:
+        c, o = res[m, a.hvp_chunk], res[m, a.hvp_n]
+        if not c or not o: continue
+        med = lambda vs, k: statistics.median(v[k] for v in vs)
+        rows.append([m, f"{med(c, 's'):.3f}", f"{med(o, 's'):.3f}", ratio([v['s'] for v in c], [v['s'] for v in o]),
+                     f"{med(c, 'mb'):.0f}", f"{med(o, 'mb'):.0f}"])
+    return (f"{a.hvp_n:,} training images, {a.hvps} HVPs per measurement (`hessian_trace`), {a.threads[0]} thread(s), "
+            f"fp32, eval mode.\n\n" + md_table(['model', f's/HVP, chunks of {a.hvp_chunk}', f's/HVP, one batch of {a.hvp_n:,}',
+                                                 'chunked / one batch (time)', f'peak MB added, chunks of {a.hvp_chunk}',
+                                                 f'peak MB added, one batch'], rows))
+
 def cpu_model() -> str:
     "The CPU's model name from /proc/cpuinfo, else what `platform` knows"
     try: lines = Path('/proc/cpuinfo').read_text().splitlines()
@@ -245,7 +311,8 @@ def cpu_model() -> str:
 def header(a, argv:list) -> str:
     "The report's title and what it was measured on, with which settings"
     tiny = '\n**`--tiny`: a smoke test of every part, not results.**\n' if a.tiny else ''
-    return (f"# CPU training speed\n\nBy `python benchmarks/bench_cpu.py {' '.join(argv)}`, "
+    what = f"Section `{a.only}` measured again by" if a.only else 'By'
+    return (f"# CPU training speed\n\n{what} `python benchmarks/bench_cpu.py {' '.join(argv)}`, "
             f"{datetime.datetime.now().isoformat(timespec='minutes')}: {cpu_model()}, {os.cpu_count()} logical CPUs, "
             f"load average {os.getloadavg()[0]:.2f} at the start; torch {torch.__version__}, CPU capability "
             f"{torch.backends.cpu.get_cpu_capability()}; fp32. Data: digits 28×28, {a.n:,} training images (the 1,198 "
@@ -254,9 +321,16 @@ def header(a, argv:list) -> str:
 
 class Report:
     "The Markdown file: a header and sections, rewritten atomically (tmp + os.replace) whenever a section changes"
-    def __init__(self, path, head:str, titles:tuple):
+    def __init__(self, path, head:str, titles:tuple, keep:bool=False):
+        "With `keep`, the sections of an existing report at `path` stay until they are set again"
         self.path, self.head = Path(path), head
         self.sections = {t: '*not measured*' for t in titles}
+        if keep and self.path.exists():
+            old = self.path.read_text()
+            self.head = old.split('\n## ')[0].rstrip('\n') + '\n\n' + head.split('\n\n', 1)[1]   # both runs' accounts
+            for part in old.split('\n## ')[1:]:
+                t, _, b = part.partition('\n\n')
+                if t in self.sections: self.sections[t] = b.rstrip('\n')
         self.path.parent.mkdir(parents=True, exist_ok=True); self.save()
     def text(self) -> str: return self.head + ''.join(f'\n## {t}\n\n{b}\n' for t, b in self.sections.items())
     def set(self, title:str, body:str): self.sections[title] = body; self.save()
@@ -276,6 +350,10 @@ def parse(argv:list) -> argparse.Namespace:
     p.add_argument('--steps', type=int, default=20, help='timed training steps per technique and round')
     p.add_argument('--warmup', type=int, default=3, help='training steps before the timed ones')
     p.add_argument('--mm', type=int, default=1024, help='side n of the n x n matmul of the peak')
+    p.add_argument('--hvp-n', type=int, default=4096, help='training images of the HVP measurement')
+    p.add_argument('--hvp-chunk', type=int, default=256, help='images per chunk of the chunked HVP')
+    p.add_argument('--hvps', type=int, default=5, help='HVPs per HVP measurement')
+    p.add_argument('--only', choices=('throughput', 'techniques', 'hvp'), help='measure one section only; the others of an existing --out stay')
     p.add_argument('--out', default=Path(__file__).parent/'results'/'cpu.md', help='the Markdown report')
     a = p.parse_args(argv)
     if a.tiny: p.set_defaults(**TINY); a = p.parse_args(argv)
@@ -290,9 +368,10 @@ def main(argv:list|None=None):
     data = bench_data(a.n)
     flops = {m: mflop_per_image(m, data.x_train[:a.bs], data.y_train[:a.bs]) for m in a.models}
     for m, (f, fb) in flops.items(): print(f"{m}: {f:.2f} MFLOP/image forward, {fb:.2f} forward+backward", flush=True)
-    report = Report(a.out, header(a, argv), TITLES)
-    measure_throughput(a, data, flops, report)
-    measure_techniques(a, data, report)
+    report = Report(a.out, header(a, argv), TITLES, keep=a.only is not None)
+    if a.only in (None, 'throughput'): measure_throughput(a, data, flops, report)
+    if a.only in (None, 'techniques'): measure_techniques(a, data, report)
+    if a.only in (None, 'hvp'): measure_hvp(a, report)
     print(report.text())
 
 
