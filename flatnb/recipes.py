@@ -157,8 +157,8 @@ EFFICIENT = _recipe('efficient', 'one technique at a time and combined, on the 1
     paper={'cpu': _t4_mnist, 'paper': _t4_mnist,
            'paper-cifar10': dict(source='001 Tables 4-5, CIFAR-10', baseline=79.9, onecycle=79.42, cutout=82.92,
                                  blurpool=83.16, se=81.61, mixup=83.52, label_smoothing=81.06, sam=80.64, swa=82.1,
-                                 **{'onecycle+swa': 82.1, 'bp+co+m+se': 85.55, 'bp+co+m': 86.08, 'bp+co+m+sam': 86.09, 'bp+co+m+swa': 86.37,
-                                    'bp+co+m+ls': 86.37, 'bp+co+m+ls+swa+sam': 86.76})})
+                                 **{'onecycle+swa': 82.1, 'bp+co+m+se': 85.55, 'bp+co+m': 86.08, 'bp+co+m+sam': 86.09,
+                                    'bp+co+m+swa': 86.37, 'bp+co+m+ls': 86.37, 'bp+co+m+ls+swa+sam': 86.76})})
 
 # %% ../nbs/16_recipes.ipynb #5ca6bf95
 DISTANCE_ARMS = dict(baseline=dict(techniques=()), distance=dict(techniques=('distance',), keep=1),
