@@ -20,7 +20,7 @@ __all__ = ['DIGITS_SIZES', 'DATASETS', 'SHAPES', 'N_CLASSES', 'DEBIAN_FASHION', 
            'atomic_write', 'atomic_write_text', 'check_cache', 'read_cache', 'read_idx', 'read_idx_folder',
            'debian_folder', 'cached_dataset', 'load_dataset', 'fabricate_dataset', 'random_crop', 'random_flip',
            'Augment', 'DeviceLoader', 'dist_info', 'is_main_process', 'init_distributed', 'all_reduce_sum_', 'barrier',
-           'cross_entropy', 'accuracy', 'Sums']
+           'cross_entropy', 'accuracy', 'Sums', 'dot']
 
 # %% ../nbs/00_core.ipynb #50502a69
 def _interval(lo, hi, lo_open, hi_open) -> str:
@@ -568,8 +568,8 @@ class Sums:
         n = self.n.clamp_min(1)
         return (self.loss / n).item(), (self.correct / n).item()
 
-# %% ../nbs/00_core.ipynb #c8ff7bd3
-def _dot(a:list[Tensor], # a list of tensors
+# %% ../nbs/00_core.ipynb #15d23667
+def dot(a:list[Tensor], # a list of tensors
          b:list[Tensor]  # a list of tensors of the same shapes
         ) -> Tensor:
     "⟨a, b⟩ over whole lists of tensors, as a 0-d tensor in their dtype (float32 at least)"

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn, Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
-from .core import Data, check_num, check_choice, cross_entropy, _dot
+from .core import Data, check_num, check_choice, cross_entropy, dot
 
 # %% auto #0
 __all__ = ['measuring', 'loss_and_acc', 'hessian_vector_product', 'hessian_top_eig', 'hessian_trace', 'hessian_eigs',
@@ -117,9 +117,9 @@ def _hvp(model, params, loss_func, chunks, vs, graphs=None):
     out = [torch.zeros_like(p) for p in params]
     for xb, yb, w in chunks:
         gs = graphs if graphs is not None else _grads_graph(model, params, loss_func, xb, yb, w)
-        dot = sum((g * v).sum() for g, v in zip(gs, vs) if g is not None and g.requires_grad)
-        if not isinstance(dot, Tensor): continue # the loss is linear in every weight on this chunk: H = 0
-        hv = torch.autograd.grad(dot, params, allow_unused=True, retain_graph=graphs is not None)
+        gv = sum((g * v).sum() for g, v in zip(gs, vs) if g is not None and g.requires_grad)
+        if not isinstance(gv, Tensor): continue # the loss is linear in every weight on this chunk: H = 0
+        hv = torch.autograd.grad(gv, params, allow_unused=True, retain_graph=graphs is not None)
         torch._foreach_add_(out, [h if h is not None else torch.zeros_like(p) for h, p in zip(hv, params)])
     return out
 
@@ -180,13 +180,13 @@ def hessian_top_eig(model:nn.Module, # the network (evaluated in eval mode: Batc
     chunks = _Chunks(*_subset(data, n_examples, seed), bs, params[0].device)
     g = torch.Generator().manual_seed(seed)
     v = [torch.randn(p.shape, generator=g, dtype=p.dtype).to(p.device) for p in params]
-    torch._foreach_div_(v, torch.sqrt(_dot(v, v)))
+    torch._foreach_div_(v, torch.sqrt(dot(v, v)))
     eig = None
     with measuring(model):
         hvp = _hessian_op(model, params, loss_func, chunks)
         for _ in range(n_iter):
             hv = hvp(v)
-            new, norm = _dot(v, hv).item(), torch.sqrt(_dot(hv, hv)).item()
+            new, norm = dot(v, hv).item(), torch.sqrt(dot(hv, hv)).item()
             if norm == 0: eig = 0.; break # H v = 0: the loss is flat along v (and H = 0 on a linear loss)
             v = torch._foreach_div(hv, norm)
             done = eig is not None and abs(new - eig) <= tol * abs(new)
@@ -214,7 +214,7 @@ def hessian_trace(model:nn.Module, # the network (evaluated in eval mode: BatchN
     chunks, g = _Chunks(*_subset(data, n_examples, seed), bs, params[0].device), torch.Generator().manual_seed(seed)
     with measuring(model):
         hvp = _hessian_op(model, params, loss_func, chunks)
-        s = [_dot(v, hvp(v)).item() for v in (_rademacher(params, g) for _ in range(n_iter))]
+        s = [dot(v, hvp(v)).item() for v in (_rademacher(params, g) for _ in range(n_iter))]
     s = torch.tensor(s, dtype=torch.float64)
     return s.mean().item(), (s.std() / math.sqrt(n_iter)).item()
 
@@ -384,7 +384,7 @@ def eps_sharpness(model:nn.Module, # the network (evaluated in eval mode)
     check_num(rho, 'rho', 0, lo_open=True); check_num(n_steps, 'n_steps', 0, integer=True)
     step_size = rho / 2 if step_size is None else check_num(step_size, 'step_size', 0, lo_open=True)
     chunks = _Chunks(*_subset(data, n_examples, seed), bs, params[0].device)
-    norm = lambda ts: torch.sqrt(_dot(ts, ts)).item()
+    norm = lambda ts: torch.sqrt(dot(ts, ts)).item()
     with measuring(model):
         w0 = [p.detach().clone() for p in params]
         loss0, g = _loss_grad(model, params, loss_func, chunks)

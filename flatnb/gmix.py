@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 from .core import *
-from .core import _dot
 from .learner import *
 from .sam import SAM, SAMBaseCB
 from .mixup import mixup_batch, mix_loss, EpochRNG, MixUp
@@ -21,7 +20,7 @@ from .mixup import mixup_batch, mix_loss, EpochRNG, MixUp
 # %% auto #0
 __all__ = ['GMIX_MODES', 'GMixOut', 'GMixStep', 'gmix_step', 'GMix', 'BGMixStep', 'DGMixStep']
 
-# %% ../nbs/07_gmix.ipynb #794c6259
+# %% ../nbs/07_gmix.ipynb #04f0c178
 @dataclass
 class GMixOut:
     "What one G-Mix step returns"
@@ -32,7 +31,7 @@ class GMixOut:
     lam:float # the mixing weight λ
     perm:Tensor # (B,) the partner permutation
 
-# %% ../nbs/07_gmix.ipynb #16d44bfa
+# %% ../nbs/07_gmix.ipynb #981de3a0
 class GMixStep:
     "G-Mix: SAM on a Mixup batch; the descent uses the gradient at w+ε of the mean loss of the whole batch"
     def __init__(self, ratio:float=0.5, # fraction in (0, 1] of the batch in the sensitive subset S
@@ -51,7 +50,7 @@ class GMixStep:
         "Indices of S: the k examples with the largest sensitivity"
         return s.topk(self.n_sensitive(len(s))).indices
 
-# %% ../nbs/07_gmix.ipynb #af25fe99
+# %% ../nbs/07_gmix.ipynb #412fbbfa
 @patch
 def losses(self:GMixStep, model, xm, ya, yb, lam, loss_func, autocast, idx=None) -> tuple[Tensor, Tensor]:
     "Outputs and per-example mixed losses ℓ_i at the current weights, of the whole batch or of the examples `idx`"
@@ -60,7 +59,7 @@ def losses(self:GMixStep, model, xm, ya, yb, lam, loss_func, autocast, idx=None)
         preds = model(xm)
         return preds, mix_loss(loss_func, preds, ya, yb, lam, reduction='none')
 
-# %% ../nbs/07_gmix.ipynb #f2766049
+# %% ../nbs/07_gmix.ipynb #4a6a5325
 @patch
 def descent(self:GMixStep, ell, # ℓ(idx=None) -> (outputs, per-example losses ℓ_i) at the current weights
             ell_w:Tensor, # (B,) ℓ_i(w), detached
@@ -72,7 +71,7 @@ def descent(self:GMixStep, ell, # ℓ(idx=None) -> (outputs, per-example losses 
     s = ell_eps.detach() - ell_w
     return s, self.select(s)
 
-# %% ../nbs/07_gmix.ipynb #64995334
+# %% ../nbs/07_gmix.ipynb #926aec1d
 @patch
 def __call__(self:GMixStep, model, opt, x, y, loss_func, lam, perm, autocast,
              update # `update(second_pass)`: the SAM update around the second pass (SAM.step)
@@ -138,7 +137,7 @@ class GMix(SAMBaseCB):
         super().before_fit(learn)
     def before_epoch(self, learn): self.rng.reset(learn.epoch, learn.device)
 
-# %% ../nbs/07_gmix.ipynb #01ec36b0
+# %% ../nbs/07_gmix.ipynb #d68684a3
 @patch
 def train_step(self:GMix, learn):
     "One G-Mix step on the Learner's batch, with this epoch's draws of λ and π"
@@ -171,7 +170,7 @@ def _replayed(device:torch.device):
     "Context: the random state of `device` is put back on exit, so the next forward draws the same numbers"
     return torch.random.fork_rng(devices=[device] if device.type == 'cuda' else [], device_type=device.type)
 
-# %% ../nbs/07_gmix.ipynb #7f9b13fe
+# %% ../nbs/07_gmix.ipynb #87a469a9
 class DGMixStep(GMixStep):
     "Decomposed G-Mix: descend on g_S + β·(g_L − ⟨g_L, g_S⟩/‖g_S‖²·g_S)"
     def descent(self, ell, ell_w, params):
@@ -183,8 +182,8 @@ class DGMixStep(GMixStep):
         ell_eps[S].mean().backward(); g_S = _take_grads(params)
         _, ell_eps = ell()                                    # the same forward again
         ell_eps[L].mean().backward(); g_L = _take_grads(params)
-        ss = _dot(g_S, g_S)
-        c = torch.where(ss > 0, _dot(g_L, g_S) / ss.clamp_min(1e-30), torch.zeros_like(ss))
+        ss = dot(g_S, g_S)
+        c = torch.where(ss > 0, dot(g_L, g_S) / ss.clamp_min(1e-30), torch.zeros_like(ss))
         d = torch._foreach_mul(g_S, 1 - self.dg_weight * c)   # g_S − β c g_S
         torch._foreach_add_(d, g_L, alpha=self.dg_weight)     #       + β g_L
         for p, t in zip(params, d): p.grad = t

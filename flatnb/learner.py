@@ -15,11 +15,11 @@ from .core import *
 
 # %% auto #0
 __all__ = ['STEPS', 'CLEAN_EVAL_N', 'conv_bn', 'simple_cnn', 'CancelFitException', 'CancelEpochException', 'CancelBatchException',
-           'NonFiniteLossError', 'Callback', 'MetricsCB', 'atomic_save', 'CheckpointError', 'one_line',
-           'checkpoint_error', 'safe_load', 'load_checkpoint', 'Checkpoint', 'eval_bs', 'clean_subset', 'Learner',
-           'in_notebook', 'ProgressCB', 'Scheduler', 'OneCycle', 'multistep', 'cosine_restarts', 'plot_history']
+           'NonFiniteLossError', 'Callback', 'MetricsCB', 'in_notebook', 'ProgressCB', 'atomic_save', 'CheckpointError',
+           'checkpoint_error', 'one_line', 'safe_load', 'load_checkpoint', 'Checkpoint', 'eval_bs', 'clean_subset',
+           'Learner', 'Scheduler', 'OneCycle', 'multistep', 'cosine_restarts', 'plot_history']
 
-# %% ../nbs/01_learner.ipynb #241c3b81
+# %% ../nbs/01_learner.ipynb #e8255f3d
 def conv_bn(ci:int, # input channels
             co:int, # output channels
             stride:int=1, # the convolution's stride
@@ -28,6 +28,7 @@ def conv_bn(ci:int, # input channels
     "Conv (no bias) → BatchNorm → ReLU"
     return nn.Sequential(nn.Conv2d(ci, co, k, stride, k//2, bias=False), nn.BatchNorm2d(co), nn.ReLU(inplace=True))
 
+# %% ../nbs/01_learner.ipynb #7e75bd8b
 def simple_cnn(num_classes:int=10, # number of outputs
                in_channels:int=1, # channels of the input images
                widths:tuple=(16, 32, 64) # channels of the blocks; each after the first halves the resolution
@@ -80,21 +81,110 @@ class MetricsCB(Callback):
         r['eval_time_s'] = time.perf_counter() - self.t0
         learn.history.append(r)
 
-# %% ../nbs/01_learner.ipynb #fe121302
+# %% ../nbs/01_learner.ipynb #833d55d7
+def in_notebook() -> bool:
+    "True inside a Jupyter kernel (not under `nbdev_test`, whose shell has no kernel app)"
+    try:
+        from IPython import get_ipython
+        return get_ipython() is not None and 'IPKernelApp' in get_ipython().config
+    except ImportError: return False
+
+def _hms(t:float) -> str:
+    "Seconds as m:ss or h:mm:ss"
+    h, m, s = int(t) // 3600, int(t) // 60 % 60, int(t) % 60
+    return f'{h}:{m:02d}:{s:02d}' if h else f'{m}:{s:02d}'
+
+# %% ../nbs/01_learner.ipynb #80f94645
+class ProgressCB(Callback):
+    "A live line (title, epoch, batch, running loss and accuracy, time left) and a metrics row per epoch"
+    order = 50
+    def __init__(self, show:bool|None=None, # `None`: if stdout is a terminal or a notebook; True: always; False: never
+                 title:str='', # shown with the bar, e.g. "[3/18] gmix/sam seed 0"
+                 every:float=0.2, # seconds between redraws of the live line
+                 file=None # a text stream to write to (never a notebook display); `None`: `sys.stdout` at `before_fit`
+                ):
+        check_choice(show, 'show', (None, True, False)); check_num(every, 'every', 0)
+        self.show, self.title, self.every, self.file, self.mode = show, str(title), every, file, None
+
+# %% ../nbs/01_learner.ipynb #979f3895
+@patch
+def before_fit(self:ProgressCB, learn):
+    self.out = sys.stdout if self.file is None else self.file
+    nb, tty = self.file is None and in_notebook(), self.out.isatty()
+    on = is_main_process() and ((nb or tty) if self.show is None else self.show)
+    self.mode = ('notebook' if nb else 'terminal' if tty else 'rows') if on else None
+    if on: self._start(learn, nb, tty)
+
+# %% ../nbs/01_learner.ipynb #8a9db219
+@patch
+def _start(self:ProgressCB, learn, nb:bool, tty:bool):
+    "The columns, the width and the time origin; then the title, the header and the rows already in the history"
+    utf8 = nb or (getattr(self.out, 'encoding', None) or '').lower().replace('-', '') == 'utf8'
+    self.fill, self.rows, self.live, self.done, self.t_draw = '█' if utf8 else '#', [], '', 0, 0.
+    self.width = shutil.get_terminal_size().columns - 1 if tty else 100
+    self.cols = ['epoch', 'train_loss', 'train_acc', 'test_loss', 'test_acc', 'gap', 'clean_gap', 'time']
+    if learn.clean_dl is None: self.cols.remove('clean_gap')
+    self.todo, self.t0 = (learn.n_epochs - learn.start_epoch) * len(learn.train_dl), time.perf_counter()
+    if nb:
+        from IPython.display import display
+        self.handle = display({'text/plain': ''}, raw=True, display_id=True)
+    self._emit([self.title] * bool(self.title) + [self._fmt(self.cols)] + [self._row(r) for r in learn.history])
+
+# %% ../nbs/01_learner.ipynb #aab8d01c
+@patch
+def _fmt(self:ProgressCB, cells) -> str: return ' '.join(str(c).rjust(max(len(k), 7)) for c, k in zip(cells, self.cols))
+@patch
+def _row(self:ProgressCB, r:dict) -> str:
+    t = r.get('train_time_s', math.nan) + r.get('eval_time_s', math.nan)
+    return self._fmt([r['epoch']] + [f"{r.get(k, math.nan):.4f}" for k in self.cols[1:-1]] + [f'{t:.1f}s'])
+
+# %% ../nbs/01_learner.ipynb #5d4a9b0f
+@patch
+def _emit(self:ProgressCB, rows:list=(), live:str=''):
+    "Add `rows` for good; show `live` as the changing last line (in a terminal or a notebook)"
+    if self.mode == 'notebook':
+        self.rows += rows
+        return self.handle.update({'text/plain': '\n'.join(self.rows + [live]).rstrip('\n')}, raw=True)
+    live = live[:self.width] if self.mode == 'terminal' else ''
+    erase = '\r' + ' ' * len(self.live) + '\r' if self.live else ''
+    self.out.write(erase + ''.join(r + '\n' for r in rows) + live); self.out.flush()
+    self.live = live
+
+# %% ../nbs/01_learner.ipynb #745aaa28
+@patch
+def _live(self:ProgressCB, learn, now:float) -> str:
+    m, n, i = learn.cb(MetricsCB).sums, len(learn.dl), learn.iter + 1
+    k, left = m.n.clamp_min(1), (now - self.t0) / self.done * (self.todo - self.done)
+    text = (f"epoch {learn.epoch + 1}/{learn.n_epochs} batch {i}/{n} loss {(m.loss / k).item():.4f} "
+            f"acc {(m.correct / k).item():.4f} {_hms(left)} left")
+    title = f'  {self.title}' if self.title else ''
+    w = min(20, self.width - len(text) - len(title) - 3)   # the bar takes the room left, up to 20 characters
+    return text + (f" |{(self.fill * round(w * i / n)).ljust(w, '-')}|" if w >= 5 else '') + title
+
+# %% ../nbs/01_learner.ipynb #2bf2f0ea
+@patch
+def after_batch(self:ProgressCB, learn):
+    if self.mode is None or not learn.training: return
+    self.done, now = self.done + 1, time.perf_counter()
+    if now - self.t_draw < self.every and learn.iter + 1 < len(learn.dl): return
+    self.t_draw = now; self._emit(live=self._live(learn, now))
+@patch
+def after_epoch(self:ProgressCB, learn):
+    if self.mode: self._emit([self._row(learn.history[-1])])
+@patch
+def after_fit(self:ProgressCB, learn):
+    if self.mode: self._emit()
+
+# %% ../nbs/01_learner.ipynb #5dcb11af
 def atomic_save(obj, # what `torch.save` can write
                 path:str|Path # destination; written as `path.tmp`, then renamed
                ):
     "`torch.save` that never leaves a half-written file at `path` (`atomic_write`)"
     atomic_write(path, lambda f: torch.save(obj, f))
 
+# %% ../nbs/01_learner.ipynb #8e6a1650
 class CheckpointError(DataError):
     "A checkpoint file that flatnb will not resume from: crafted, truncated, or from another model or version"
-
-def one_line(e:Exception, # an exception
-             n:int=160 # at most about n characters of its message
-            ) -> str:
-    "`e` as one line: its type and its message, whitespace collapsed, cut at about `n` characters"
-    s = ' '.join(str(e).split()); return f"{type(e).__name__}: {s if len(s) <= n else s[:n] + '...'}"
 
 def checkpoint_error(path:str|Path, # the checkpoint file
                      why:str # what is wrong with it
@@ -103,6 +193,14 @@ def checkpoint_error(path:str|Path, # the checkpoint file
     return CheckpointError(f"{path} is not a valid flatnb checkpoint ({why}; crafted, truncated or from another model "
                            "or version); delete it to train this run from the start")
 
+# %% ../nbs/01_learner.ipynb #e1ff971e
+def one_line(e:Exception, # an exception
+             n:int=160 # at most about n characters of its message
+            ) -> str:
+    "`e` as one line: its type and its message, whitespace collapsed, cut at about `n` characters"
+    s = ' '.join(str(e).split()); return f"{type(e).__name__}: {s if len(s) <= n else s[:n] + '...'}"
+
+# %% ../nbs/01_learner.ipynb #693a77b4
 def safe_load(path:str|Path, # the file
               map_location, # as in torch.load
               error # `error(path, why)` -> the exception to raise for a file that cannot be used
@@ -116,6 +214,7 @@ def safe_load(path:str|Path, # the file
         else: why = "not a file of tensors and plain types; refused unread"
         raise error(path, why) from None
 
+# %% ../nbs/01_learner.ipynb #2ea783f1
 _CKPT_TYPES = dict(model=dict, opt=dict, epoch=int, cbs=dict, rng=dict, history=list)
 
 def load_checkpoint(path:str|Path, # a file written by Checkpoint
@@ -130,32 +229,36 @@ def load_checkpoint(path:str|Path, # a file written by Checkpoint
             raise checkpoint_error(path, f"its {k} is {type(ck[k]).__name__}, not {t.__name__}")
     return ck
 
+# %% ../nbs/01_learner.ipynb #2e8bffc7
 class Checkpoint(Callback):
     "Save the whole training state atomically after every epoch; resume from it at `before_fit`"
     order = 100 # after every callback that builds state in `before_fit` and updates it in `after_epoch`
     def __init__(self, path:str|Path # the checkpoint file
                 ): self.path = Path(path)
     def _cb_key(self, i, cb): return f'{i}:{type(cb).__name__}'
-    def before_fit(self, learn):
-        if not self.path.exists(): return
-        ck = load_checkpoint(self.path, learn.device)
-        steps = [('the model weights', learn.model.load_state_dict, ck['model']),
-                 ('the optimizer state', learn.opt.load_state_dict, ck['opt'])]
-        steps += [(f'the state of callback {k}', cb.load_state_dict, ck['cbs'][k])
-                  for k, cb in ((self._cb_key(i, cb), cb) for i, cb in enumerate(learn.cbs)) if k in ck['cbs']]
-        for what, load, sd in steps + [('the random state', set_rng_state, ck['rng'])]:
-            try: load(sd)
-            except torch.OutOfMemoryError: raise
-            except Exception as e:
-                raise checkpoint_error(self.path, f"{what} cannot be loaded into this run, {one_line(e)}") from None
-        learn.history, learn.start_epoch = ck['history'], ck['epoch'] + 1
     def after_epoch(self, learn):
         if not is_main_process(): return   # under torch.distributed every rank holds the same state: rank 0 writes it
         atomic_save(dict(model=learn.model.state_dict(), opt=learn.opt.state_dict(), epoch=learn.epoch,
                          cbs={self._cb_key(i, cb): cb.state_dict() for i, cb in enumerate(learn.cbs)},
                          rng=rng_state(), history=learn.history), self.path)
 
-# %% ../nbs/01_learner.ipynb #1541797a
+# %% ../nbs/01_learner.ipynb #40f6e0d2
+@patch
+def before_fit(self:Checkpoint, learn):
+    if not self.path.exists(): return
+    ck = load_checkpoint(self.path, learn.device)
+    steps = [('the model weights', learn.model.load_state_dict, ck['model']),
+             ('the optimizer state', learn.opt.load_state_dict, ck['opt'])]
+    steps += [(f'the state of callback {k}', cb.load_state_dict, ck['cbs'][k])
+              for k, cb in ((self._cb_key(i, cb), cb) for i, cb in enumerate(learn.cbs)) if k in ck['cbs']]
+    for what, load, sd in steps + [('the random state', set_rng_state, ck['rng'])]:
+        try: load(sd)
+        except torch.OutOfMemoryError: raise
+        except Exception as e:
+            raise checkpoint_error(self.path, f"{what} cannot be loaded into this run, {one_line(e)}") from None
+    learn.history, learn.start_epoch = ck['history'], ck['epoch'] + 1
+
+# %% ../nbs/01_learner.ipynb #30f0a4b2
 CLEAN_EVAL_N = 10_000 # examples of the clean training pass by default: all of digits, a sixth of Fashion-MNIST
 
 def eval_bs(device:torch.device, # where the evaluation runs
@@ -164,6 +267,7 @@ def eval_bs(device:torch.device, # where the evaluation runs
     "The batch size of the evaluation passes: 256 on a CPU (measured above), at least 500 on a GPU"
     return 256 if device.type == 'cpu' else max(bs, 500)
 
+# %% ../nbs/01_learner.ipynb #33b392b8
 def _check_clean_eval(n):
     if not isinstance(n, bool): check_num(n, 'clean_eval', 1, integer=True, hint='True, False or a number of examples')
 
@@ -176,8 +280,214 @@ def clean_subset(data:Data, # the data set
     i = i.to(data.x_train.device)
     return data.x_train[i], data.y_train[i]
 
-# %% ../nbs/01_learner.ipynb #cf5c9811
-class Learner:
+# %% ../nbs/01_learner.ipynb #5d7ea079
+class _Learner:
+    "Step 5, the small version: the sketch of step 2 on a Data or loaders, with metrics, progress and replaceable steps"
+    device, rank, world_size, ddp = torch.device('cpu'), 0, 1, None         # one process on the CPU,
+    amp_dtype, memory_format = None, torch.contiguous_format              # in fp32 and the default format
+    def __init__(self, model, data, loss_func=cross_entropy, opt=None, cbs=(), bs=128, tfms=None, seed=0,
+                 clean_eval=CLEAN_EVAL_N, progress=None):   # as `Learner`'s
+        _check_clean_eval(clean_eval)
+        if not isinstance(progress, ProgressCB): check_choice(progress, 'progress', (None, True, False))
+        self.model = self._place(model)
+        self.fwd = self._forward()
+        self.train_dl, self.test_dl, self.clean_dl = self._loaders(data, bs, tfms, seed, clean_eval)
+        self.loss_func, opt = loss_func, opt or partial(torch.optim.SGD, lr=0.1, momentum=0.9)
+        self.opt = opt if isinstance(opt, torch.optim.Optimizer) else opt(self.model.parameters())
+        bar = [progress] if isinstance(progress, ProgressCB) else [] if progress is False else [ProgressCB(progress)]
+        self.cbs = sorted([MetricsCB(), *cbs, *bar], key=lambda c: c.order)
+        self.history, self.epoch, self.start_epoch, self.n_epochs, self.training = [], 0, 0, 0, False
+    def _place(self, model:nn.Module) -> nn.Module: return model.to(self.device)   # the model to train
+    def _forward(self): return self.model                                          # what the forward pass calls
+
+# %% ../nbs/01_learner.ipynb #54669df6
+@patch
+def _loaders(self:_Learner, data, bs, tfms, seed, clean_eval) -> tuple:
+    "(train, test, clean training or None): from a `Data`, device-resident loaders sharded over the processes"
+    if not isinstance(data, Data):
+        dls = tuple(data)
+        if len(dls) not in (2, 3):
+            raise ValueError(f"data must be a Data or loaders (train, test[, clean]), got {len(dls)} loaders")
+        return dls[0], dls[1], (dls[2] if clean_eval and len(dls) == 3 else None)
+    self.data = data = data.to(self.device)
+    shard = dict(rank=self.rank, world_size=self.world_size)
+    ebs = max(eval_bs(self.device, bs) // self.world_size, 1) * self.world_size
+    ev = lambda x, y: DeviceLoader(x, y, ebs, **shard)   # evaluation: in order, not augmented
+    return (DeviceLoader(data.x_train, data.y_train, bs, shuffle=True, tfms=tfms, seed=seed, **shard),
+            ev(data.x_test, data.y_test), ev(*clean_subset(data, clean_eval)) if clean_eval else None)
+
+# %% ../nbs/01_learner.ipynb #3d2fb534
+@patch
+def __call__(self:_Learner, event:str):
+    for cb in self.cbs:
+        f = getattr(cb, event, None)
+        if f is not None: f(self)
+@patch
+def cb(self:_Learner, cls):
+    "The first callback of type `cls`, or `None`"
+    return next((c for c in self.cbs if isinstance(c, cls)), None)
+@patch
+def autocast(self:_Learner):
+    "The autocast context of the forward pass: nothing in the small version (fp32)"
+    return nullcontext()
+
+# %% ../nbs/01_learner.ipynb #1189e728
+@patch
+def default_predict(self:_Learner):
+    "The default `predict`: the model's output on `xb` (under autocast) into `preds`"
+    with self.autocast(): self.preds = self.fwd(self.xb)
+@patch
+def default_get_loss(self:_Learner):
+    "The default `get_loss`: `loss_func(preds, yb)` (under autocast) into `loss`"
+    with self.autocast(): self.loss = self.loss_func(self.preds, self.yb)
+@patch
+def default_backward(self:_Learner):
+    "The default `backward`: the gradient of `loss` into the parameters' `.grad`"
+    self.loss.backward()
+
+# %% ../nbs/01_learner.ipynb #7b18e7eb
+@patch
+def default_step(self:_Learner):
+    "The default `step`: fire `before_step`, then step the optimizer"
+    self('before_step'); self.opt.step()
+@patch
+def default_zero_grad(self:_Learner):
+    "The default `zero_grad`: clear the gradients (set them to `None`)"
+    self.opt.zero_grad(set_to_none=True)
+@patch
+def default_train_step(self:_Learner):
+    "The default `train_step`: `predict`, `get_loss`, `backward`, `step` and `zero_grad`, each followed by its event"
+    self.predict(); self('after_pred')
+    self.get_loss(); self('after_loss')
+    self.backward(); self('after_backward')
+    self.step(); self('after_step')
+    self.zero_grad()
+
+# %% ../nbs/01_learner.ipynb #65fc41e9
+@patch
+def _bind_steps(self:_Learner):
+    "Point each step at the callback that replaces it, or at its default"
+    for name in STEPS:
+        owners = [cb for cb in self.cbs if callable(getattr(cb, name, None))]
+        if len(owners) > 1:
+            raise ValueError(f"callbacks {[type(c).__name__ for c in owners]} all replace `{name}`; only one may")
+        setattr(self, name, partial(getattr(owners[0], name), self) if owners else getattr(self, 'default_' + name))
+
+# %% ../nbs/01_learner.ipynb #50655427
+@patch
+def closure(self:_Learner) -> Tensor:
+    "Recompute forward, loss and backward on the current batch; return the new loss, keeping `preds` and `loss`"
+    preds, loss = self.preds, self.loss
+    self.predict(); self.get_loss(); self.backward()
+    second, self.preds, self.loss = self.loss, preds, loss
+    return second
+
+# %% ../nbs/01_learner.ipynb #868f1782
+@patch
+def _one_batch(self:_Learner):
+    try:
+        self('before_batch')
+        if self.xb.ndim == 4: self.xb = self.xb.contiguous(memory_format=self.memory_format)
+        if self.training: self.train_step()
+        else: self.predict(); self.get_loss()
+        self('after_batch')
+    except CancelBatchException: pass
+
+# %% ../nbs/01_learner.ipynb #4f21fc61
+@patch
+def _one_pass(self:_Learner, training:bool):
+    self.training, name = training, ('train' if training else 'validate')
+    self.model.train(training)
+    self.dl = self.train_dl if training else self.test_dl
+    if hasattr(self.dl, 'set_epoch'): self.dl.set_epoch(self.epoch)
+    self(f'before_{name}')
+    with torch.enable_grad() if training else torch.inference_mode():
+        for self.iter, (self.xb, self.yb) in enumerate(self.dl): self._one_batch()
+    self(f'after_{name}')
+
+# %% ../nbs/01_learner.ipynb #64d01855
+@patch
+def evaluate(self:_Learner, dl # an iterable of (x, y) batches, e.g. `learn.clean_dl`
+            ) -> tuple[float, float]:
+    "Mean loss and accuracy of the model in evaluation mode on `dl` (summed over processes); no callback sees it"
+    was, sums = self.model.training, Sums(self.device)
+    self.model.eval()
+    with torch.inference_mode():
+        for xb, yb in dl:
+            if xb.ndim == 4: xb = xb.contiguous(memory_format=self.memory_format)
+            with self.autocast(): preds = self.fwd(xb); sums.add(self.loss_func(preds, yb), preds, yb)
+    self.model.train(was)
+    return sums.means()
+
+# %% ../nbs/01_learner.ipynb #cb931466
+@patch
+def fit(self:_Learner, n_epochs:int # total number of epochs (a resumed fit continues up to it)
+       ):
+    "Train for `n_epochs` epochs, evaluating on the test set (and the clean training set) after each"
+    self.n_epochs, self.start_epoch = check_num(n_epochs, 'n_epochs', 1, integer=True), 0
+    self._bind_steps()
+    try:
+        self('before_fit')
+        for self.epoch in range(self.start_epoch, n_epochs):
+            try:
+                self('before_epoch')
+                self._one_pass(True); self._one_pass(False)
+                self('after_epoch')
+            except CancelEpochException: pass
+    except CancelFitException: pass
+    finally: self('after_fit')
+    return self
+
+# %% ../nbs/01_learner.ipynb #cfba2341
+class _DeviceLearner(_Learner):
+    "Step 5a: the small version on `device`, with bf16 autocast (`amp`: `None` on CUDA only, True always, False never)"
+    def __init__(self, *args, device=None, amp:bool|None=None, **kw):
+        check_choice(amp, 'amp', (None, True, False))
+        self.device = default_device(device)
+        self.amp_dtype = {None: autocast_dtype(self.device), False: None,
+                          True: autocast_dtype(self.device) or torch.bfloat16}[amp]
+        super().__init__(*args, **kw)
+    def autocast(self):
+        "The autocast context of this learner: bf16 when `amp_dtype` is set, nothing otherwise"
+        return torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
+
+# %% ../nbs/01_learner.ipynb #73d4ecbc
+class _DDPLearner(_DeviceLearner):
+    "Step 5b: one of several processes under torch.distributed: DDP, sharded batches, optionally SyncBatchNorm"
+    def __init__(self, *args, sync_bn:bool=False, **kw):
+        (self.rank, self.world_size), self._sync_bn = dist_info(), sync_bn
+        super().__init__(*args, **kw)
+    def _place(self, model):
+        if self._sync_bn and self.world_size > 1:
+            if self.device.type != 'cuda':
+                raise ValueError("sync_bn needs CUDA: PyTorch's SyncBatchNorm runs on GPUs only")
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        return super()._place(model)
+    def _forward(self):
+        if self.world_size == 1: return super()._forward()
+        ids = [torch.cuda.current_device()] if self.device.type == 'cuda' else None
+        self.ddp = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        return self.ddp
+
+# %% ../nbs/01_learner.ipynb #f7d493f6
+class _FastLearner(_DDPLearner):
+    "Step 5c: channels_last (`None`: on CUDA only, True always, False never) and `torch.compile` of the forward pass"
+    def __init__(self, *args, channels_last:bool|None=None, compile:bool=False, **kw):
+        check_choice(channels_last, 'channels_last', (None, True, False))
+        check_choice(compile, 'compile', (True, False))
+        self._channels_last, self._compile = channels_last, compile
+        super().__init__(*args, **kw)
+    @property
+    def memory_format(self) -> torch.memory_format:
+        cl = self.device.type == 'cuda' if self._channels_last is None else self._channels_last
+        return torch.channels_last if cl else torch.contiguous_format
+    def _place(self, model): return super()._place(model).to(memory_format=self.memory_format)
+    def _forward(self):
+        fwd = super()._forward()
+        return torch.compile(fwd, dynamic=False) if self._compile else fwd   # static shapes: see "torch.compile" above
+
+# %% ../nbs/01_learner.ipynb #76fd848e
+class Learner(_FastLearner):
     "Train `model` on `data` with `loss_func` and `opt`, extended by callbacks"
     def __init__(self, model:nn.Module, # the network
                  data:Data|tuple, # a Data, or loaders (train_dl, test_dl) or (train_dl, test_dl, clean_dl) of (x, y)
@@ -195,235 +505,10 @@ class Learner:
                  clean_eval:bool|int=CLEAN_EVAL_N, # clean training pass (`clean_gap`): n examples, True all, False none
                  progress:bool|ProgressCB|None=None # `None`: a bar when interactive; True; False; or a ProgressCB
                 ):
-        check_choice(amp, 'amp', (None, True, False)); check_choice(channels_last, 'channels_last', (None, True, False))
-        check_choice(compile, 'compile', (True, False)); _check_clean_eval(clean_eval)
-        if not isinstance(progress, ProgressCB): check_choice(progress, 'progress', (None, True, False))
-        self.device, (self.rank, self.world_size) = default_device(device), dist_info()
-        cuda = self.device.type == 'cuda'
-        self.amp_dtype = {None: autocast_dtype(self.device), False: None,
-                          True: autocast_dtype(self.device) or torch.bfloat16}[amp]
-        cl = cuda if channels_last is None else channels_last
-        self.memory_format = torch.channels_last if cl else torch.contiguous_format
-        if sync_bn and self.world_size > 1:
-            if not cuda: raise ValueError("sync_bn needs CUDA: PyTorch's SyncBatchNorm runs on GPUs only")
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        self.model = model.to(self.device, memory_format=self.memory_format)
-        self.ddp = None if self.world_size == 1 else nn.parallel.DistributedDataParallel(
-            self.model, device_ids=[torch.cuda.current_device()] if cuda else None)
-        self.fwd = self.ddp or self.model
-        if compile: self.fwd = torch.compile(self.fwd, dynamic=False)   # static shapes: see "torch.compile" above
-        self.train_dl, self.test_dl, self.clean_dl = self._loaders(data, bs, tfms, seed, clean_eval)
-        self.loss_func = loss_func
-        opt = opt or partial(torch.optim.SGD, lr=0.1, momentum=0.9)
-        self.opt = opt if isinstance(opt, torch.optim.Optimizer) else opt(self.model.parameters())
-        bar = [progress] if isinstance(progress, ProgressCB) else [] if progress is False else [ProgressCB(progress)]
-        self.cbs = sorted([MetricsCB(), *cbs, *bar], key=lambda c: c.order)
-        self.history, self.epoch, self.start_epoch, self.n_epochs, self.training = [], 0, 0, 0, False
+        super().__init__(model, data, loss_func, opt, cbs, bs, tfms, seed, clean_eval=clean_eval, progress=progress,
+                         device=device, amp=amp, sync_bn=sync_bn, channels_last=channels_last, compile=compile)
 
-    def _loaders(self, data, bs, tfms, seed, clean_eval) -> tuple:
-        "(train, test, clean training or None): from a `Data`, device-resident loaders sharded over the processes"
-        if not isinstance(data, Data):
-            dls = tuple(data)
-            if len(dls) not in (2, 3):
-                raise ValueError(f"data must be a Data or loaders (train, test[, clean]), got {len(dls)} loaders")
-            return dls[0], dls[1], (dls[2] if clean_eval and len(dls) == 3 else None)
-        self.data = data = data.to(self.device)
-        shard = dict(rank=self.rank, world_size=self.world_size)
-        ebs = max(eval_bs(self.device, bs) // self.world_size, 1) * self.world_size
-        ev = lambda x, y: DeviceLoader(x, y, ebs, **shard)   # evaluation: in order, not augmented
-        return (DeviceLoader(data.x_train, data.y_train, bs, shuffle=True, tfms=tfms, seed=seed, **shard),
-                ev(data.x_test, data.y_test), ev(*clean_subset(data, clean_eval)) if clean_eval else None)
-
-    def __call__(self, event:str):
-        for cb in self.cbs:
-            f = getattr(cb, event, None)
-            if f is not None: f(self)
-
-    def cb(self, cls):
-        "The first callback of type `cls`, or `None`"
-        return next((c for c in self.cbs if isinstance(c, cls)), None)
-
-    def autocast(self):
-        "The autocast context of this learner: bf16 when `amp_dtype` is set, nothing otherwise"
-        return torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
-
-# %% ../nbs/01_learner.ipynb #5e2c68e3
-@patch
-def default_predict(self:Learner):
-    "The default `predict`: the model's output on `xb` (under autocast) into `preds`"
-    with self.autocast(): self.preds = self.fwd(self.xb)
-@patch
-def default_get_loss(self:Learner):
-    "The default `get_loss`: `loss_func(preds, yb)` (under autocast) into `loss`"
-    with self.autocast(): self.loss = self.loss_func(self.preds, self.yb)
-@patch
-def default_backward(self:Learner):
-    "The default `backward`: the gradient of `loss` into the parameters' `.grad`"
-    self.loss.backward()
-@patch
-def default_step(self:Learner):
-    "The default `step`: fire `before_step`, then step the optimizer"
-    self('before_step'); self.opt.step()
-@patch
-def default_zero_grad(self:Learner):
-    "The default `zero_grad`: clear the gradients (set them to `None`)"
-    self.opt.zero_grad(set_to_none=True)
-@patch
-def default_train_step(self:Learner):
-    "The default `train_step`: `predict`, `get_loss`, `backward`, `step` and `zero_grad`, each followed by its event"
-    self.predict(); self('after_pred')
-    self.get_loss(); self('after_loss')
-    self.backward(); self('after_backward')
-    self.step(); self('after_step')
-    self.zero_grad()
-
-@patch
-def _bind_steps(self:Learner):
-    "Point each step at the callback that replaces it, or at its default"
-    for name in STEPS:
-        owners = [cb for cb in self.cbs if callable(getattr(cb, name, None))]
-        if len(owners) > 1:
-            raise ValueError(f"callbacks {[type(c).__name__ for c in owners]} all replace `{name}`; only one may")
-        setattr(self, name, partial(getattr(owners[0], name), self) if owners else getattr(self, 'default_' + name))
-
-# %% ../nbs/01_learner.ipynb #c2bde6eb
-@patch
-def closure(self:Learner) -> Tensor:
-    "Recompute forward, loss and backward on the current batch; return the new loss, keeping `preds` and `loss`"
-    preds, loss = self.preds, self.loss
-    self.predict(); self.get_loss(); self.backward()
-    second, self.preds, self.loss = self.loss, preds, loss
-    return second
-
-# %% ../nbs/01_learner.ipynb #43f6be1c
-@patch
-def _one_batch(self:Learner):
-    try:
-        self('before_batch')
-        if self.xb.ndim == 4: self.xb = self.xb.contiguous(memory_format=self.memory_format)
-        if self.training: self.train_step()
-        else: self.predict(); self.get_loss()
-        self('after_batch')
-    except CancelBatchException: pass
-
-@patch
-def _one_pass(self:Learner, training:bool):
-    self.training, name = training, ('train' if training else 'validate')
-    self.model.train(training)
-    self.dl = self.train_dl if training else self.test_dl
-    if hasattr(self.dl, 'set_epoch'): self.dl.set_epoch(self.epoch)
-    self(f'before_{name}')
-    with torch.enable_grad() if training else torch.inference_mode():
-        for self.iter, (self.xb, self.yb) in enumerate(self.dl): self._one_batch()
-    self(f'after_{name}')
-
-@patch
-def evaluate(self:Learner, dl # an iterable of (x, y) batches, e.g. `learn.clean_dl`
-            ) -> tuple[float, float]:
-    "Mean loss and accuracy of the model in evaluation mode on `dl` (summed over processes); no callback sees it"
-    was, sums = self.model.training, Sums(self.device)
-    self.model.eval()
-    with torch.inference_mode():
-        for xb, yb in dl:
-            if xb.ndim == 4: xb = xb.contiguous(memory_format=self.memory_format)
-            with self.autocast(): preds = self.fwd(xb); sums.add(self.loss_func(preds, yb), preds, yb)
-    self.model.train(was)
-    return sums.means()
-
-@patch
-def fit(self:Learner, n_epochs:int # total number of epochs (a resumed fit continues up to it)
-       ):
-    "Train for `n_epochs` epochs, evaluating on the test set (and the clean training set) after each"
-    self.n_epochs, self.start_epoch = check_num(n_epochs, 'n_epochs', 1, integer=True), 0
-    self._bind_steps()
-    try:
-        self('before_fit')
-        for self.epoch in range(self.start_epoch, n_epochs):
-            try:
-                self('before_epoch')
-                self._one_pass(True); self._one_pass(False)
-                self('after_epoch')
-            except CancelEpochException: pass
-    except CancelFitException: pass
-    finally: self('after_fit')
-    return self
-
-# %% ../nbs/01_learner.ipynb #4d7617d7
-def in_notebook() -> bool:
-    "True inside a Jupyter kernel (not under `nbdev_test`, whose shell has no kernel app)"
-    try:
-        from IPython import get_ipython
-        return get_ipython() is not None and 'IPKernelApp' in get_ipython().config
-    except ImportError: return False
-
-def _hms(t:float) -> str:
-    "Seconds as m:ss or h:mm:ss"
-    h, m, s = int(t) // 3600, int(t) // 60 % 60, int(t) % 60
-    return f'{h}:{m:02d}:{s:02d}' if h else f'{m}:{s:02d}'
-
-class ProgressCB(Callback):
-    "A live line (title, epoch, batch, running loss and accuracy, time left) and a metrics row per epoch"
-    order = 50
-    def __init__(self, show:bool|None=None, # `None`: if stdout is a terminal or a notebook; True: always; False: never
-                 title:str='', # shown with the bar, e.g. "[3/18] gmix/sam seed 0"
-                 every:float=0.2, # seconds between redraws of the live line
-                 file=None # a text stream to write to (never a notebook display); `None`: `sys.stdout` at `before_fit`
-                ):
-        check_choice(show, 'show', (None, True, False)); check_num(every, 'every', 0)
-        self.show, self.title, self.every, self.file, self.mode = show, str(title), every, file, None
-
-    def before_fit(self, learn):
-        self.out = sys.stdout if self.file is None else self.file
-        nb, tty = self.file is None and in_notebook(), self.out.isatty()
-        on = is_main_process() and ((nb or tty) if self.show is None else self.show)
-        self.mode = ('notebook' if nb else 'terminal' if tty else 'rows') if on else None
-        if not on: return
-        utf8 = nb or (getattr(self.out, 'encoding', None) or '').lower().replace('-', '') == 'utf8'
-        self.fill, self.rows, self.live, self.done, self.t_draw = '█' if utf8 else '#', [], '', 0, 0.
-        self.width = shutil.get_terminal_size().columns - 1 if tty else 100
-        self.cols = ['epoch', 'train_loss', 'train_acc', 'test_loss', 'test_acc', 'gap', 'clean_gap', 'time']
-        if learn.clean_dl is None: self.cols.remove('clean_gap')
-        self.todo, self.t0 = (learn.n_epochs - learn.start_epoch) * len(learn.train_dl), time.perf_counter()
-        if nb:
-            from IPython.display import display
-            self.handle = display({'text/plain': ''}, raw=True, display_id=True)
-        self._emit([self.title] * bool(self.title) + [self._fmt(self.cols)] + [self._row(r) for r in learn.history])
-
-    def _fmt(self, cells) -> str: return ' '.join(str(c).rjust(max(len(k), 7)) for c, k in zip(cells, self.cols))
-    def _row(self, r:dict) -> str:
-        t = r.get('train_time_s', math.nan) + r.get('eval_time_s', math.nan)
-        return self._fmt([r['epoch']] + [f"{r.get(k, math.nan):.4f}" for k in self.cols[1:-1]] + [f'{t:.1f}s'])
-
-    def _emit(self, rows:list=(), live:str=''):
-        "Add `rows` for good; show `live` as the changing last line (in a terminal or a notebook)"
-        if self.mode == 'notebook':
-            self.rows += rows
-            return self.handle.update({'text/plain': '\n'.join(self.rows + [live]).rstrip('\n')}, raw=True)
-        live = live[:self.width] if self.mode == 'terminal' else ''
-        erase = '\r' + ' ' * len(self.live) + '\r' if self.live else ''
-        self.out.write(erase + ''.join(r + '\n' for r in rows) + live); self.out.flush()
-        self.live = live
-
-    def _live(self, learn, now:float) -> str:
-        m, n, i = learn.cb(MetricsCB).sums, len(learn.dl), learn.iter + 1
-        k, left = m.n.clamp_min(1), (now - self.t0) / self.done * (self.todo - self.done)
-        text = (f"epoch {learn.epoch + 1}/{learn.n_epochs} batch {i}/{n} loss {(m.loss / k).item():.4f} "
-                f"acc {(m.correct / k).item():.4f} {_hms(left)} left")
-        title = f'  {self.title}' if self.title else ''
-        w = min(20, self.width - len(text) - len(title) - 3)   # the bar takes the room left, up to 20 characters
-        return text + (f" |{(self.fill * round(w * i / n)).ljust(w, '-')}|" if w >= 5 else '') + title
-
-    def after_batch(self, learn):
-        if self.mode is None or not learn.training: return
-        self.done, now = self.done + 1, time.perf_counter()
-        if now - self.t_draw < self.every and learn.iter + 1 < len(learn.dl): return
-        self.t_draw = now; self._emit(live=self._live(learn, now))
-    def after_epoch(self, learn):
-        if self.mode: self._emit([self._row(learn.history[-1])])
-    def after_fit(self, learn):
-        if self.mode: self._emit()
-
-# %% ../nbs/01_learner.ipynb #773c6b61
+# %% ../nbs/01_learner.ipynb #d2e01f7f
 class Scheduler(Callback):
     "Run the LR scheduler `make(opt, n_steps, steps_per_epoch)` over the fit, stepped after every optimizer step"
     order = -20 # before the checkpoint is loaded, so its state can be restored
@@ -436,6 +521,17 @@ class Scheduler(Callback):
     def state_dict(self): return self.sched.state_dict() if self.sched else {}
     def load_state_dict(self, sd): self.sched.load_state_dict(sd)
 
+# %% ../nbs/01_learner.ipynb #b6210f29
+def _one_cycle(opt, n:int, max_lr, pct_start, div_factor, final_div_factor):
+    "`OneCycleLR` over `n` steps of `opt` (see `OneCycle`)"
+    d = opt.defaults
+    if n < 4: raise ValueError(f"one-cycle needs at least 4 optimizer steps in the fit, got {n}")
+    pct = pct_start if pct_start * n > 1 else 2 / n   # torch divides by pct_start·n - 1: warm up 2 steps
+    cycle = 'momentum' in d and d['momentum'] > 0 or 'betas' in d
+    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr or d['lr'], total_steps=n, pct_start=pct,
+        div_factor=div_factor, final_div_factor=final_div_factor, cycle_momentum=cycle)
+
+# %% ../nbs/01_learner.ipynb #93f7dec9
 class OneCycle(Scheduler):
     "One-cycle LR schedule over the whole fit (`torch.optim.lr_scheduler.OneCycleLR`)"
     def __init__(self, max_lr:float|None=None, # peak LR; `None` takes the optimizer's LR
@@ -447,15 +543,9 @@ class OneCycle(Scheduler):
         check_num(pct_start, 'pct_start', 0, 1, lo_open=True, hi_open=True)
         for v, name in ((div_factor, 'div_factor'), (final_div_factor, 'final_div_factor')):
             check_num(v, name, 0, lo_open=True)
-        def make(opt, n, spe):
-            d = opt.defaults
-            if n < 4: raise ValueError(f"one-cycle needs at least 4 optimizer steps in the fit, got {n}")
-            pct = pct_start if pct_start * n > 1 else 2 / n   # torch divides by pct_start·n - 1: warm up 2 steps
-            cycle = 'momentum' in d and d['momentum'] > 0 or 'betas' in d
-            return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr or d['lr'], total_steps=n, pct_start=pct,
-                div_factor=div_factor, final_div_factor=final_div_factor, cycle_momentum=cycle)
-        super().__init__(make)
+        super().__init__(lambda opt, n, spe: _one_cycle(opt, n, max_lr, pct_start, div_factor, final_div_factor))
 
+# %% ../nbs/01_learner.ipynb #b19c9bf1
 def multistep(milestones:tuple=(0.5, 0.75), # fractions of the fit after which the LR is multiplied by `gamma`
               gamma:float=0.1 # the decay factor
              ) -> Scheduler:
@@ -465,6 +555,7 @@ def multistep(milestones:tuple=(0.5, 0.75), # fractions of the fit after which t
     return Scheduler(lambda opt, n, spe:
                      torch.optim.lr_scheduler.MultiStepLR(opt, [round(m * n) for m in milestones], gamma))
 
+# %% ../nbs/01_learner.ipynb #a21445f0
 def cosine_restarts(cycles:int=4, # number of equal cosine cycles in the fit
                     eta_min:float=0. # the lowest LR of each cycle
                    ) -> Scheduler:
