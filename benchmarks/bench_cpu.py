@@ -327,7 +327,9 @@ class Report:
         self.sections = {t: '*not measured*' for t in titles}
         if keep and self.path.exists():
             old = self.path.read_text()
-            self.head = old.split('\n## ')[0].rstrip('\n') + '\n\n' + head.split('\n\n', 1)[1]   # both runs' accounts
+            again = head.split('\n\n', 1)[1]          # this run's account, kept beside the first run's
+            paras = [q for q in old.split('\n## ')[0].rstrip('\n').split('\n\n') if q[:30] != again[:30]]
+            self.head = '\n\n'.join(paras) + '\n\n' + again
             for part in old.split('\n## ')[1:]:
                 t, _, b = part.partition('\n\n')
                 if t in self.sections: self.sections[t] = b.rstrip('\n')

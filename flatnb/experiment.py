@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast, ctypes, hashlib, inspect, json, multiprocessing, os, signal, subprocess, sys, tempfile, time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import chain
@@ -32,8 +33,10 @@ class Plan:
     cbs:list=field(default_factory=list) # callbacks to add to the Learner
     model_tfms:list=field(default_factory=list) # functions `model -> model` (surgery such as BlurPool)
 
+# %% ../nbs/15_experiment.ipynb #85750621
 ROLES = dict(step='replace the optimizer step', schedule='set the learning rate')
 
+# %% ../nbs/15_experiment.ipynb #bc69f265
 @dataclass
 class Technique:
     "A named change to a run, made from the run's configuration"
@@ -74,6 +77,7 @@ def check_arm(techs, # the technique names of one arm, in order
             why = ta.excludes.get(b) or tb.excludes.get(a)
             if why: raise ValueError(f"techniques {a} and {b} cannot be combined: {why}")
 
+# %% ../nbs/15_experiment.ipynb #e9bb466a
 def plan_arm(cfg:dict, # the run's configuration, with its `techniques`
              techniques:dict # name -> Technique
             ) -> Plan:
@@ -95,14 +99,17 @@ class Run:
     device:torch.device|None=None # the training device
     title:str|None=None # the progress bar's title; `None`: no bar
 
+# %% ../nbs/15_experiment.ipynb #3d2bd371
 # settings every classifier preset has, unless it sets them
 CLASSIFIER_DEFAULTS = dict(momentum=0.9, wd=0., nesterov=False, label_smoothing=0., crop_padding=0, flip=False,
                            amp=None, channels_last=None, compile=False, extra_metrics=(), techniques=())
 
+# %% ../nbs/15_experiment.ipynb #0e111600
 class _CheckOnly(Callback):
     order = 10**6   # after every callback's `before_fit`: they have all checked their settings
     def before_fit(self, learn): raise CancelFitException()
 
+# %% ../nbs/15_experiment.ipynb #e12656f1
 def classifier_model(run:Run, # the run
                      data:Data, # its data set (the number of classes and of input channels)
                      plan:Plan|None=None # the arm's plan; None: plan_arm of the run's configuration
@@ -113,6 +120,7 @@ def classifier_model(run:Run, # the run
     for f in plan.model_tfms: model = f(model)
     return model
 
+# %% ../nbs/15_experiment.ipynb #25b2116a
 def classifier_learner(run:Run, # the run
                        data:Data, # its data set
                        cbs:list=() # callbacks to add to the techniques'
@@ -128,6 +136,19 @@ def classifier_learner(run:Run, # the run
                    device=run.device, amp=cfg['amp'], channels_last=cfg['channels_last'], compile=cfg['compile'],
                    progress=ProgressCB(title=run.title) if run.title else False)
 
+# %% ../nbs/15_experiment.ipynb #fff3f4ec
+def _fit_result(run, learn) -> dict:
+    "The final metrics, times and history of the trained `learn`, with the extra metrics of `run`"
+    h = learn.history
+    res = {k: h[-1][k] for k in ('train_acc', 'clean_train_acc', 'test_acc', 'gap', 'clean_gap') if k in h[-1]}
+    res.update(train_s=sum(r['train_time_s'] for r in h), eval_s=sum(r['eval_time_s'] for r in h))
+    for m in run.cfg['extra_metrics']:
+        t0 = time.perf_counter()
+        res.update(run.recipe.metrics[m](learn, run.cfg))
+        res['eval_s'] += time.perf_counter() - t0
+    return {**res, 'history': h}
+
+# %% ../nbs/15_experiment.ipynb #5e06e22d
 def train_classifier(run:Run, # the run
                      data:Data, # its data set, on any device
                      check_only:bool=False # only build it and check every callback's settings; return `{}`
@@ -141,14 +162,7 @@ def train_classifier(run:Run, # the run
     learn = classifier_learner(run, data, [Checkpoint(Path(run.dir)/'ckpt.pt')]).fit(run.cfg['epochs'])
     if is_main_process():   # the final weights, after `after_fit` (SWA's average): what `measure` measures
         atomic_save({k: v.detach().cpu() for k, v in learn.model.state_dict().items()}, Path(run.dir)/'model.pt')
-    h = learn.history
-    res = {k: h[-1][k] for k in ('train_acc', 'clean_train_acc', 'test_acc', 'gap', 'clean_gap') if k in h[-1]}
-    res.update(train_s=sum(r['train_time_s'] for r in h), eval_s=sum(r['eval_time_s'] for r in h))
-    for m in run.cfg['extra_metrics']:
-        t0 = time.perf_counter()
-        res.update(run.recipe.metrics[m](learn, run.cfg))
-        res['eval_s'] += time.perf_counter() - t0
-    return {**res, 'history': h}
+    return _fit_result(run, learn)
 
 # %% ../nbs/15_experiment.ipynb #9f2cd1ef
 @dataclass
@@ -166,10 +180,10 @@ class Recipe:
     paper:dict=field(default_factory=dict) # preset -> arm -> reported test accuracy (%), with key 'source'
     ref:str|None=None # the reference arm of the comparisons (default: the first arm run)
 
-# settings of every run of every recipe: the CPU threads it computes with (the thread count changes the rounding,
-# so it is part of what determines a run's numbers)
-RUN_DEFAULTS = dict(threads=1)
+# %% ../nbs/15_experiment.ipynb #568c4396
+RUN_DEFAULTS = dict(threads=1)   # the CPU threads of a run: the thread count changes the rounding
 
+# %% ../nbs/15_experiment.ipynb #77616364
 def arm_config(recipe:Recipe, # the recipe
                cfg:dict, # the preset's configuration (with the user's overrides)
                arm:str # one of `recipe.arms`
@@ -191,6 +205,15 @@ def run_key(cfg:dict # a full arm configuration
 # %% ../nbs/15_experiment.ipynb #2d24b8e8
 class UsageError(ValueError): "A bad argument of `run` or of the command line"
 
+# %% ../nbs/15_experiment.ipynb #47d43398
+@contextmanager
+def _usage_errors():
+    "Raise the `ValueError` of a check inside the block as a `UsageError` with its message"
+    try: yield
+    except UsageError: raise
+    except ValueError as e: raise UsageError(str(e)) from None
+
+# %% ../nbs/15_experiment.ipynb #4368903d
 def parse_setting(s:str # 'key=value'
                  ) -> tuple[str, object]:
     "The (key, value) of a `--set key=value` argument; the value read as a Python literal, else as a string"
@@ -200,12 +223,14 @@ def parse_setting(s:str # 'key=value'
     except (ValueError, SyntaxError): val = v.strip()
     return k.strip(), tuple(val) if isinstance(val, list) else val
 
+# %% ../nbs/15_experiment.ipynb #ef5e7d7a
 def _same_kind(old, new) -> bool:
     num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
     if old is None or new is None: return True
     if num(old): return num(new) and (isinstance(new, int) or not isinstance(old, int) or float(new).is_integer())
     return type(old) is type(new) or (isinstance(old, (tuple, list)) and isinstance(new, (tuple, list)))
 
+# %% ../nbs/15_experiment.ipynb #34d474c0
 def _override(cfg, arm_cfgs, overrides):
     "The preset with the user's `overrides`, each a known setting of the same kind"
     known = {k: v for c in arm_cfgs for k, v in c.items()}
@@ -215,9 +240,8 @@ def _override(cfg, arm_cfgs, overrides):
     return {**cfg, **{k: (int(v) if isinstance(known[k], int) and not isinstance(known[k], bool) else v)
                       for k, v in overrides.items()}}
 
-# what `--limit` bounds besides the data: the Hessian metric's examples and iterations, which would otherwise cost
-# hundreds of epochs of a limited run (an explicit `--set` keeps its value)
-LIMIT_CAPS = dict(hessian_examples=16, hessian_iters=2)
+# %% ../nbs/15_experiment.ipynb #5aec4989
+LIMIT_CAPS = dict(hessian_examples=16, hessian_iters=2)   # what `--limit` bounds besides the data
 
 def _limit_caps(cfg, arm_cfgs, overrides):
     "The preset with `LIMIT_CAPS` applied to the settings a `--limit` run has and the user did not set"
@@ -225,6 +249,40 @@ def _limit_caps(cfg, arm_cfgs, overrides):
     return {**cfg, **{k: min(cfg.get(k, known[k]), cap) for k, cap in LIMIT_CAPS.items()
                       if k in known and k not in overrides}}
 
+# %% ../nbs/15_experiment.ipynb #50391192
+def _preset(recipe, preset, epochs, seeds, limit) -> dict:
+    "A copy of the configuration of `preset`, with the user's `--epochs`, `--seeds` and `--limit`, each checked"
+    if preset not in recipe.presets:
+        raise UsageError(f"unknown preset {preset!r} for {recipe.name}; choose from {', '.join(recipe.presets)}")
+    cfg = dict(recipe.presets[preset])
+    with _usage_errors():
+        for k, v in dict(epochs=epochs, seeds=seeds, limit=limit).items():
+            if v is not None: cfg[k] = check_num(v, f'--{k}', 1, integer=True)
+    return cfg
+
+# %% ../nbs/15_experiment.ipynb #4e3e52d6
+def _arm_names(recipe, cfg, arms) -> list:
+    "The arms to run: `arms`, else the preset's `arms`, else every arm of the recipe; each checked"
+    arms = list(arms or cfg.get('arms') or recipe.arms)
+    if bad := [a for a in arms if a not in recipe.arms]:
+        raise UsageError(f"unknown arm(s) {', '.join(bad)} for {recipe.name}; choose from {', '.join(recipe.arms)}")
+    return arms
+
+# %% ../nbs/15_experiment.ipynb #ba03fc6f
+def _arm_configs(recipe, cfg, arms, overrides, limit) -> tuple[dict, dict]:
+    "The preset with the user's `overrides` (and `--limit`'s caps), and the full configuration of each of `arms`"
+    with _usage_errors():
+        all_cfgs = [arm_config(recipe, cfg, a) for a in recipe.arms]
+        cfg = _override(cfg, all_cfgs, overrides)
+        if limit is not None: cfg = _limit_caps(cfg, all_cfgs, overrides)
+        arm_cfgs = {a: arm_config(recipe, cfg, a) for a in arms}
+        for a, c in arm_cfgs.items():
+            check_num(c['threads'], '--threads', 1, integer=True)
+            try: check_arm(c.get('techniques', ()), recipe.techniques)
+            except ValueError as e: raise UsageError(f"arm {a}: {e}") from None
+    return cfg, arm_cfgs
+
+# %% ../nbs/15_experiment.ipynb #82e92419
 def resolve(recipe:Recipe, # the recipe
             preset:str='cpu', # one of its presets
             epochs:int|None=None, # override the preset's epochs
@@ -234,29 +292,10 @@ def resolve(recipe:Recipe, # the recipe
             limit:int|None=None # keep only the first `limit` training and test examples
            ) -> tuple[dict, dict]:
     "Validate the arguments of a run; return the preset's configuration and each arm's full configuration"
-    if preset not in recipe.presets:
-        raise UsageError(f"unknown preset {preset!r} for {recipe.name}; choose from {', '.join(recipe.presets)}")
-    cfg = dict(recipe.presets[preset])
-    try:
-        if epochs is not None: cfg['epochs'] = check_num(epochs, '--epochs', 1, integer=True)
-        if seeds is not None: cfg['seeds'] = check_num(seeds, '--seeds', 1, integer=True)
-        if limit is not None: cfg['limit'] = check_num(limit, '--limit', 1, integer=True)
-    except ValueError as e: raise UsageError(str(e)) from None
-    arms = list(arms or cfg.get('arms') or recipe.arms)
+    cfg = _preset(recipe, preset, epochs, seeds, limit)
+    arms = _arm_names(recipe, cfg, arms)
     cfg.pop('arms', None)
-    if bad := [a for a in arms if a not in recipe.arms]:
-        raise UsageError(f"unknown arm(s) {', '.join(bad)} for {recipe.name}; choose from {', '.join(recipe.arms)}")
-    try:
-        all_cfgs = [arm_config(recipe, cfg, a) for a in recipe.arms]
-        cfg = _override(cfg, all_cfgs, overrides or {})
-        if limit is not None: cfg = _limit_caps(cfg, all_cfgs, overrides or {})
-        arm_cfgs = {a: arm_config(recipe, cfg, a) for a in arms}
-        for a, c in arm_cfgs.items():
-            check_num(c['threads'], '--threads', 1, integer=True)
-            try: check_arm(c.get('techniques', ()), recipe.techniques)
-            except ValueError as e: raise UsageError(f"arm {a}: {e}") from None
-    except ValueError as e: raise UsageError(str(e)) from None
-    return cfg, arm_cfgs
+    return _arm_configs(recipe, cfg, arms, overrides or {}, limit)
 
 # %% ../nbs/15_experiment.ipynb #b56ae716
 def writable_dir(out:str|Path) -> Path:
@@ -270,13 +309,13 @@ def writable_dir(out:str|Path) -> Path:
         raise UsageError(f"--out {str(out)!r} is not a writable folder ({why}); choose another with --out") from None
     return out
 
+# %% ../nbs/15_experiment.ipynb #93c012aa
 def _setup(recipe, cfg, arm_cfgs, device, backend, data_root):
     "Device, process group and data of a run, every failure a `UsageError` or `DataError` before anything is written"
-    try:
+    with _usage_errors():
         if device is None and backend == 'gloo': device = 'cpu'
         device = default_device(device)
         init_distributed(backend)   # under torchrun; every rank validates the same way, so all of them fail alike
-    except ValueError as e: raise UsageError(str(e)) from None
     world = dist_info()[1]
     for bs in sorted({c['bs'] for c in arm_cfgs.values()}):
         if bs % world: raise UsageError(f"batch size {bs} is not divisible by the {world} processes")
@@ -285,6 +324,7 @@ def _setup(recipe, cfg, arm_cfgs, device, backend, data_root):
     if cfg.get('limit'): data = data.head(cfg['limit'])
     return device, data.to(device)
 
+# %% ../nbs/15_experiment.ipynb #d7369de5
 def _check_arms(recipe, arm_cfgs, data, device):
     "Build every arm and check its callbacks against the fit: one `UsageError` naming the first bad arm"
     n, world = len(data.x_train), dist_info()[1]
@@ -305,6 +345,7 @@ class Job:
     dir:Path # the run's folder: config.json, the checkpoint, result.json
     title:str # e.g. '[3/10] gmix/sam seed 2'
 
+# %% ../nbs/15_experiment.ipynb #1436ad1a
 def plan_runs(recipe:Recipe, # the recipe
               arm_cfgs:dict, # arm -> full configuration (from resolve)
               seeds:int, # seeds per arm
@@ -339,6 +380,7 @@ def cpu_cores() -> int:
     "The cores this process may run on"
     return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
 
+# %% ../nbs/15_experiment.ipynb #5c26a157
 def default_jobs(n_runs:int, # runs left to train
                  threads:int, # threads per run
                  device:torch.device # the training device
@@ -346,6 +388,7 @@ def default_jobs(n_runs:int, # runs left to train
     "Runs trained at once by default: on the CPU, the cores divided by the threads per run; on a GPU, 1"
     return max(1, min(cpu_cores() // threads if device.type == 'cpu' else 1, n_runs))
 
+# %% ../nbs/15_experiment.ipynb #50ae0144
 _worker = {}
 
 def _worker_init(recipe, data, device):
@@ -354,11 +397,13 @@ def _worker_init(recipe, data, device):
     if sys.platform == 'linux': ctypes.CDLL(None).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
     _worker.update(recipe=recipe, data=data, device=device)
 
+# %% ../nbs/15_experiment.ipynb #b1abac56
 def _timed_train(recipe, i, job, data, device, show=False):
     "(i, result, seconds) of `train_run`"
     t0 = time.perf_counter(); res = train_run(recipe, job, data, device, show)
     return i, res, time.perf_counter() - t0
 
+# %% ../nbs/15_experiment.ipynb #a5442840
 def _worker_train(i_job): return _timed_train(_worker['recipe'], *i_job, _worker['data'], _worker['device'])
 
 # %% ../nbs/15_experiment.ipynb #1844e15d
@@ -389,31 +434,64 @@ def train_runs(recipe:Recipe, # the recipe
 def _check_jobs(jobs, n_runs, threads, device):
     "The number of runs to train at once: `jobs`, checked, or `default_jobs`; under torchrun, 1"
     if jobs is not None:
-        try: check_num(jobs, '--jobs', 1, integer=True)
-        except ValueError as e: raise UsageError(str(e)) from None
+        with _usage_errors(): check_num(jobs, '--jobs', 1, integer=True)
     if dist_info()[1] > 1:   # the processes of torchrun train every run together
         if jobs not in (None, 1): raise UsageError("--jobs above 1 cannot run under torchrun; use --jobs 1")
         return 1
     return default_jobs(n_runs, threads, device) if jobs is None else max(1, min(jobs, n_runs))
 
-def _train_all(recipe, all_runs, todo, data, device, jobs, show, log) -> list[dict]:
-    "Every run's result as a row, in plan order: those stored read back, the others trained, each logged as it ends"
-    results = {i: json.loads((j.dir/'result.json').read_text())['result'] for i, j in enumerate(all_runs)
-               if i not in dict(todo)}
-    if log and jobs > 1: log(f"{len(todo)} runs to train, {jobs} at once in worker processes")
-    stored = [(i, r, None) for i, r in results.items()]
-    for i, res, secs in chain(stored, train_runs(recipe, todo, data, device, jobs, show)):
-        results[i] = res
-        if log: log(f"{all_runs[i].title}: test_acc {res['test_acc']:.4f} "
-                    f"({'done before' if secs is None else f'{secs:.1f}s'})")
-    return [dict(arm=j.arm, seed=j.seed, epochs=j.cfg['epochs'], **results[i]) for i, j in enumerate(all_runs)]
+# %% ../nbs/15_experiment.ipynb #dd132f51
+def _todo(runs:list[Job]) -> list[tuple[int, Job]]:
+    "(index, Job) of every run of `runs` that has no result.json yet"
+    return [(i, j) for i, j in enumerate(runs) if not (j.dir/'result.json').exists()]
 
-def _write_manifest(out, recipe, preset, title, data_name, all_runs):
+# %% ../nbs/15_experiment.ipynb #cf439961
+def _finished(runs:list[Job], todo:list) -> list[tuple]:
+    "(index, result, None) of every run of `runs` not in `todo`, its result read back from its result.json"
+    left = dict(todo)
+    return [(i, json.loads((j.dir/'result.json').read_text())['result'], None)
+            for i, j in enumerate(runs) if i not in left]
+
+# %% ../nbs/15_experiment.ipynb #10dad339
+def _train_all(recipe, runs, todo, data, device, jobs, show, log) -> list[dict]:
+    "Every run's result as a row, in plan order: those stored read back, the others trained, each logged as it ends"
+    if log and jobs > 1: log(f"{len(todo)} runs to train, {jobs} at once in worker processes")
+    results = {}
+    for i, res, secs in chain(_finished(runs, todo), train_runs(recipe, todo, data, device, jobs, show)):
+        results[i] = res
+        if log: log(f"{runs[i].title}: test_acc {res['test_acc']:.4f} "
+                    f"({'done before' if secs is None else f'{secs:.1f}s'})")
+    return [dict(arm=j.arm, seed=j.seed, epochs=j.cfg['epochs'], **results[i]) for i, j in enumerate(runs)]
+
+# %% ../nbs/15_experiment.ipynb #f58ed9f8
+def _reporting(log, progress, jobs):
+    "The `log` to report with and whether to show a live bar"
+    rank = dist_info()[0]
+    show = jobs == 1 and rank == 0 and ((sys.stdout.isatty() or in_notebook()) if progress is None else progress)
+    return (None if rank else log), show
+
+# %% ../nbs/15_experiment.ipynb #d6bc8874
+def _write_manifest(out, recipe, preset, title, data_name, runs):
     "`run.json`: what `measure` needs to measure the runs of `out` and render its results again"
-    runs = [dict(arm=j.arm, seed=j.seed, dir=j.dir.name) for j in all_runs]
+    runs = [dict(arm=j.arm, seed=j.seed, dir=j.dir.name) for j in runs]
     man = dict(recipe=recipe.name, preset=preset, data=data_name, title=title, runs=runs)
     atomic_write_text(out/'run.json', json.dumps(man, indent=1))
 
+# %% ../nbs/15_experiment.ipynb #04cccda3
+def _write_summary(out, recipe, preset, data_name, runs, rows, log):
+    "results.csv, results.md, results.png (`write_results`) and run.json in `out`; one line naming them"
+    title = f"{recipe.name} ({preset} preset, data: {data_name})"
+    write_results(rows, out, title, recipe.paper.get(preset), data_name, recipe.ref)
+    _write_manifest(out, recipe, preset, title, data_name, runs)
+    if log: log(f"results: {out/'results.csv'}, {out/'results.md'}, {out/'results.png'}")
+
+# %% ../nbs/15_experiment.ipynb #23ebe36e
+def _dry_run(log, recipe, preset, n_arms, seeds, data) -> list:
+    "No row: a dry run trains nothing; one line saying that everything was checked"
+    if log: log(f"{recipe.name} {preset}: {n_arms} arms × {seeds} seeds on {data!r}; all checked")
+    return []
+
+# %% ../nbs/15_experiment.ipynb #2c14f064
 def run(recipe:Recipe, # the recipe (see `flatnb.recipes.RECIPES`)
         preset:str='cpu', # 'cpu' (digits, minutes) or a 'paper' preset (the source's settings, for a GPU)
         out:str|Path|None=None, # output folder; default `runs/RECIPE-PRESET`
@@ -434,47 +512,43 @@ def run(recipe:Recipe, # the recipe (see `flatnb.recipes.RECIPES`)
     cfg, arm_cfgs = resolve(recipe, preset, epochs, seeds, arms, overrides, limit)
     device, data = _setup(recipe, cfg, arm_cfgs, device, backend, data_root)
     _check_arms(recipe, arm_cfgs, data, device)
-    all_runs = plan_runs(recipe, arm_cfgs, cfg['seeds'], Path(out or f'runs/{recipe.name}-{preset}'))
-    todo = [(i, j) for i, j in enumerate(all_runs) if not (j.dir/'result.json').exists()]
+    runs = plan_runs(recipe, arm_cfgs, cfg['seeds'], Path(out or f'runs/{recipe.name}-{preset}'))
+    todo = _todo(runs)
     jobs = _check_jobs(jobs, len(todo), max(c['threads'] for c in arm_cfgs.values()), device)
-    if dry_run:
-        if log: log(f"{recipe.name} {preset}: {len(arm_cfgs)} arms × {cfg['seeds']} seeds on {data!r}; all checked")
-        return []
-    out = writable_dir(all_runs[0].dir.parent.parent)   # the first thing written
-    rank = dist_info()[0]
-    if rank: log = None
-    show = jobs == 1 and rank == 0 and ((sys.stdout.isatty() or in_notebook()) if progress is None else progress)
-    rows = _train_all(recipe, all_runs, todo, data, device, jobs, show, log)
-    if rank == 0:
-        title = f"{recipe.name} ({preset} preset, data: {data.name})"
-        write_results(rows, out, title, recipe.paper.get(preset), data.name, recipe.ref)
-        _write_manifest(out, recipe, preset, title, data.name, all_runs)
-        if log: log(f"results: {out/'results.csv'}, {out/'results.md'}, {out/'results.png'}")
+    if dry_run: return _dry_run(log, recipe, preset, len(arm_cfgs), cfg['seeds'], data)
+    out = writable_dir(runs[0].dir.parent.parent)   # the first thing written
+    log, show = _reporting(log, progress, jobs)
+    rows = _train_all(recipe, runs, todo, data, device, jobs, show, log)
+    if dist_info()[0] == 0: _write_summary(out, recipe, preset, data.name, runs, rows, log)
     return rows
 
 # %% ../nbs/15_experiment.ipynb #60ee2794
 def _top_eig(model, loss_func, data, n_examples, bs, seed):
     return dict(top_eig=hessian_top_eig(model, loss_func, data, n_examples=n_examples, bs=bs, seed=seed))
 
+# %% ../nbs/15_experiment.ipynb #f0250392
 def _trace(model, loss_func, data, n_examples, bs, seed):
     t, se = hessian_trace(model, loss_func, data, n_examples=n_examples, bs=bs, seed=seed)
     return dict(trace=t, trace_se=se)
 
+# %% ../nbs/15_experiment.ipynb #c8f40e9d
 def _eigs(model, loss_func, data, n_examples, bs, seed):
     eigs = hessian_eigs(model, loss_func, data, k=3, n_examples=n_examples, bs=bs, seed=seed)
     return {f'eig{i + 1}': e for i, e in enumerate(eigs)}
 
+# %% ../nbs/15_experiment.ipynb #d8169727
 def _esd(model, loss_func, data, n_examples, bs, seed):
     nodes, weights = hessian_esd(model, loss_func, data, n_examples=n_examples, bs=bs, seed=seed)
     neg = nodes < -0.01 * abs(nodes).max()   # clearly negative: not the bulk at 0, which SLQ puts at a node ±ε
     return dict(esd_max=float(nodes.max()), esd_neg_mass=float(weights[neg].sum()),
                 nodes=nodes.tolist(), weights=weights.tolist())
 
+# %% ../nbs/15_experiment.ipynb #b815c7c5
 def _eps(model, loss_func, data, n_examples, bs, seed):
     return dict(eps_sharpness=eps_sharpness(model, loss_func, data, n_examples=n_examples, bs=bs, seed=seed))
 
-# name -> `f(model, loss_func, data, n_examples, bs, seed) -> dict`: its numbers become columns of flatness.csv, its
-# lists (the ESD's nodes and weights) are saved in the run's folder as NAME.json
+# %% ../nbs/15_experiment.ipynb #495fbdb1
+# name -> `f(model, loss_func, data, n_examples, bs, seed) -> dict`: numbers to flatness.csv, lists to NAME.json
 FLATNESS_METRICS = dict(top_eig=_top_eig, trace=_trace, eigs=_eigs, esd=_esd, eps=_eps)
 PENDING_METRICS = dict(surface="the loss surface needs loss_surface (13_flatness), which is not available yet")
 DEFAULT_METRICS = ('top_eig', 'trace', 'eigs', 'eps')
@@ -487,6 +561,7 @@ def weights_error(path:str|Path, # the weights file
     return CheckpointError(f"{path} is not a valid flatnb weights file ({why}; crafted, truncated or from another "
                            "model or version); delete its run folder and rerun the same flatnb run to retrain it")
 
+# %% ../nbs/15_experiment.ipynb #7eb75787
 def load_weights(path:str|Path, # a model.pt written by train_classifier
                  model:torch.nn.Module # the run's network, rebuilt (classifier_model); its weights are replaced
                 ) -> torch.nn.Module:
@@ -499,15 +574,18 @@ def load_weights(path:str|Path, # a model.pt written by train_classifier
     return model
 
 # %% ../nbs/15_experiment.ipynb #1a663d0d
-def _check_measure(out, metrics, n_examples, bs) -> dict:
-    "The manifest of the output folder `out`, every argument checked first: one `UsageError`"
+def _check_metrics(metrics, n_examples, bs):
+    "Raise one `UsageError` for an unknown or pending metric or a bad `n_examples` or `bs`"
     if not metrics: raise UsageError(f"--metrics names no metric; choose from {', '.join(FLATNESS_METRICS)}")
     for m in metrics:
         if m in PENDING_METRICS: raise UsageError(f"--metrics {m}: {PENDING_METRICS[m]}")
         if m not in FLATNESS_METRICS:
             raise UsageError(f"unknown metric {m!r}; choose from {', '.join(FLATNESS_METRICS)}")
-    try: check_num(n_examples, '--n-examples', 1, integer=True); check_num(bs, '--bs', 1, integer=True)
-    except ValueError as e: raise UsageError(str(e)) from None
+    with _usage_errors(): check_num(n_examples, '--n-examples', 1, integer=True); check_num(bs, '--bs', 1, integer=True)
+
+# %% ../nbs/15_experiment.ipynb #db05ece1
+def _read_manifest(out) -> dict:
+    "The manifest (run.json) of the output folder `out` of a finished run, checked: one `UsageError`"
     if not out.is_dir(): raise UsageError(f"{out} is not a folder: give the --out folder of a finished flatnb run")
     if not (out/'results.csv').exists(): raise UsageError(f"no results.csv in {out}: it holds no finished flatnb run")
     if not (out/'run.json').exists():
@@ -519,6 +597,7 @@ def _check_measure(out, metrics, n_examples, bs) -> dict:
                          ) from None
     return man
 
+# %% ../nbs/15_experiment.ipynb #e44f2a31
 def _recipe_of(man, recipes):
     "The recipe the manifest names, from `recipes`, checked"
     if (recipe := recipes.get(man.get('recipe'))) is None:
@@ -536,6 +615,26 @@ def _run_data(cfg, data_root, cache):
         cache[key] = data.head(cfg['limit']) if cfg.get('limit') else data
     return cache[key]
 
+# %% ../nbs/15_experiment.ipynb #0c237752
+def _unmeasurable(d) -> str|None:
+    "Why the run in folder `d` cannot be measured; `None` if it can"
+    if not (d/'result.json').exists(): return "not finished, skipped"
+    if not (d/'model.pt').exists():
+        return (f"no model.pt (trained before flatnb kept final weights), skipped; delete {d} and rerun "
+                "the same flatnb run to retrain it")
+    return None
+
+# %% ../nbs/15_experiment.ipynb #77fa34b4
+def _stored_flatness(d) -> dict:
+    "metric -> its stored measurement (n_examples, seed, values) of the run in folder `d`"
+    return json.loads((d/'flatness.json').read_text()) if (d/'flatness.json').exists() else {}
+
+# %% ../nbs/15_experiment.ipynb #b9bdfa0e
+def _measured(s, n_examples, seed) -> bool:
+    "Whether a stored metric `s` was measured on the same subset"
+    return s is not None and s.get('n_examples') == n_examples and s.get('seed') == seed
+
+# %% ../nbs/15_experiment.ipynb #d729d75d
 def _measure_run(recipe, r, d, todo, n_examples, bs, seed, device, data_root, cache, stored) -> dict:
     "Measure the metrics `todo` on the final weights of the run `r` in folder `d`; return `stored` with them"
     cfg = json.loads((d/'config.json').read_text())
@@ -550,27 +649,33 @@ def _measure_run(recipe, r, d, todo, n_examples, bs, seed, device, data_root, ca
         atomic_write_text(d/'flatness.json', json.dumps(stored, indent=1))   # each metric kept as soon as it is done
     return stored
 
+# %% ../nbs/15_experiment.ipynb #8e13db3a
+def _columns(stored): return {k: v for s in stored.values() for k, v in s['values'].items()}
+
+# %% ../nbs/15_experiment.ipynb #4bbaf549
+def _fmt_metrics(stored, metrics):
+    return ', '.join(f"{k} {v:.4g}" for m in metrics for k, v in stored[m]['values'].items())
+
 # %% ../nbs/15_experiment.ipynb #5236026b
-def _render(out, man, recipe, flat_rows):
-    "results.md and results.png again, with the flatness columns beside the training ones; results.csv untouched"
+def _result_rows(out, man, flat_rows) -> list[dict]:
+    "The rows of `run` (read back from each run's result.json), with the flatness columns of `flat_rows`"
     by, rows = {(r['arm'], r['seed']): r for r in flat_rows}, []
     for r in man['runs']:
         if not (f := out/'runs'/r['dir']/'result.json').exists(): continue
         res = json.loads(f.read_text())
         row = dict(arm=r['arm'], seed=r['seed'], epochs=res['config']['epochs'], **res['result'])   # as `run`
         rows.append({**row, **{k: v for k, v in by.get((r['arm'], r['seed']), {}).items() if k not in row}})
-    with tempfile.TemporaryDirectory(dir=out, prefix='.measure-') as tmp:   # write_results writes results.csv too
+    return rows
+
+# %% ../nbs/15_experiment.ipynb #8086c746
+def _render(out, man, recipe, flat_rows):
+    "results.md and results.png again, with the flatness columns beside the training ones; results.csv untouched"
+    rows = _result_rows(out, man, flat_rows)
+    with tempfile.TemporaryDirectory(prefix='flatnb-measure-') as tmp:
         write_results(rows, tmp, man['title'], recipe.paper.get(man['preset']), man['data'], recipe.ref)
-        for name in ('results.md', 'results.png'): os.replace(Path(tmp)/name, out/name)
-
-def _measured(s, n_examples, seed) -> bool:
-    "Whether a stored metric `s` was measured on the same subset"
-    return s is not None and s.get('n_examples') == n_examples and s.get('seed') == seed
-
-def _columns(stored): return {k: v for s in stored.values() for k, v in s['values'].items()}
-
-def _fmt_metrics(stored, metrics):
-    return ', '.join(f"{k} {v:.4g}" for m in metrics for k, v in stored[m]['values'].items())
+        for name in ('results.md', 'results.png'):
+            content = (Path(tmp)/name).read_bytes()
+            atomic_write(out/name, lambda f: f.write(content))
 
 # %% ../nbs/15_experiment.ipynb #da67b68e
 def measure(out:str|Path, # the output folder of a finished run (with results.csv and run.json)
@@ -585,18 +690,15 @@ def measure(out:str|Path, # the output folder of a finished run (with results.cs
            ) -> list[dict]:
     "Measure flatness on the final weights of every finished run of `out`; write flatness.csv, render results.md again"
     out, metrics, log = Path(out), list(dict.fromkeys(metrics)), log or (lambda s: None)
-    man = _check_measure(out, metrics, n_examples, bs)
+    _check_metrics(metrics, n_examples, bs)
+    man = _read_manifest(out)
     recipe = _recipe_of(man, recipes)
-    try: device = default_device(device)
-    except ValueError as e: raise UsageError(str(e)) from None
+    with _usage_errors(): device = default_device(device)
     cache, rows, n = {}, [], len(man['runs'])
     for i, r in enumerate(man['runs']):
         d, title = out/'runs'/r['dir'], f"[{i + 1}/{n}] {recipe.name}/{r['arm']} seed {r['seed']}"
-        if not (d/'result.json').exists(): log(f"{title}: not finished, skipped"); continue
-        if not (d/'model.pt').exists():
-            log(f"{title}: no model.pt (trained before flatnb kept final weights), skipped; delete {d} and rerun "
-                "the same flatnb run to retrain it"); continue
-        stored = json.loads((d/'flatness.json').read_text()) if (d/'flatness.json').exists() else {}
+        if why := _unmeasurable(d): log(f"{title}: {why}"); continue
+        stored = _stored_flatness(d)
         todo = [m for m in metrics if not _measured(stored.get(m), n_examples, seed)]
         t0 = time.perf_counter()
         if todo: stored = _measure_run(recipe, r, d, todo, n_examples, bs, seed, device, data_root, cache, stored)
@@ -613,6 +715,7 @@ def measure(out:str|Path, # the output folder of a finished run (with results.cs
 # the floating-point paths the stored results are computed on: environment variables read when torch starts
 FP_PATHS = {'native': {}, 'default': dict(ATEN_CPU_CAPABILITY='default', ONEDNN_MAX_CPU_ISA='SSE41')}
 
+# %% ../nbs/15_experiment.ipynb #2de0cd6a
 def stored_dir(recipe:str, # a recipe's name
                preset:str='cpu', # its preset
                path:str='native', # a key of `FP_PATHS`
@@ -628,6 +731,7 @@ from flatnb.experiment import cpu_cores
 print(json.dumps(dict(cpu_capability=torch.backends.cpu.get_cpu_capability(), torch=torch.__version__,
                       python=platform.python_version(), machine=platform.machine(), cores=cpu_cores())))"""
 
+# %% ../nbs/15_experiment.ipynb #8004aba8
 def store_results(recipe:str, # a recipe's name
                   preset:str='cpu', # its preset
                   paths=tuple(FP_PATHS), # the floating-point paths to compute it on

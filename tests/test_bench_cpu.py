@@ -64,3 +64,6 @@ def test_only_one_section_keeps_the_others(tmp_path):
     md = out.read_text()
     assert 'By an earlier run.' in md and 'measured again by x' in md and '| 1 |' in md and md.endswith('new\n')
     assert md.count('*not measured*') == 2   # the two sections neither run measured
+    bench_cpu.Report(out, '# CPU training speed\n\nSection `hvp` measured again by y.\n', bench_cpu.TITLES, keep=True).save()
+    md = out.read_text()
+    assert 'By an earlier run.' in md and 'measured again by y' in md and 'measured again by x' not in md
