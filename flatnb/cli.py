@@ -8,7 +8,7 @@ import argparse, gc, sys
 import torch.distributed as dist
 from .core import DataError
 from .learner import NonFiniteLossError
-from .experiment import DEFAULT_METRICS, FLATNESS_METRICS, PENDING_METRICS, UsageError, measure, parse_setting, run
+from .experiment import DEFAULT_METRICS, FLATNESS_METRICS, UsageError, measure, parse_setting, run
 from .recipes import RECIPES
 
 # %% auto #0
@@ -29,7 +29,7 @@ paper* = the source's data and settings, for a GPU.
 Running the same command again resumes: finished runs are skipped, an interrupted one continues from its last epoch.
 example: flatnb run gmix --preset paper --limit 512 --epochs 1 --seeds 1  (a smoke test)"""
 
-MEASURE_EPILOG = f"""metrics: {', '.join(FLATNESS_METRICS)} (surface: not available yet).
+MEASURE_EPILOG = f"""metrics: {', '.join(FLATNESS_METRICS)} (surface: the 2-D loss grid, to surface.json).
 Each is computed on the final weights (model.pt) of every finished run, on the same --n-examples training examples.
 Writes flatness.csv beside results.csv and renders results.md again; runs measured before are skipped.
 example: flatnb run baseline --epochs 2 --seeds 1 --out runs/b && flatnb measure runs/b --metrics top_eig,trace"""

@@ -17,11 +17,11 @@ import torch
 from .core import *
 from .learner import *
 from .results import *
-from .flatness import eps_sharpness, hessian_eigs, hessian_esd, hessian_top_eig, hessian_trace
+from .flatness import eps_sharpness, hessian_eigs, hessian_esd, hessian_top_eig, hessian_trace, loss_surface
 
 # %% auto #0
-__all__ = ['ROLES', 'CLASSIFIER_DEFAULTS', 'RUN_DEFAULTS', 'LIMIT_CAPS', 'FLATNESS_METRICS', 'PENDING_METRICS', 'DEFAULT_METRICS',
-           'FP_PATHS', 'Plan', 'Technique', 'check_arm', 'plan_arm', 'Run', 'classifier_model', 'classifier_learner',
+__all__ = ['ROLES', 'CLASSIFIER_DEFAULTS', 'RUN_DEFAULTS', 'LIMIT_CAPS', 'FLATNESS_METRICS', 'DEFAULT_METRICS', 'FP_PATHS',
+           'Plan', 'Technique', 'check_arm', 'plan_arm', 'Run', 'classifier_model', 'classifier_learner',
            'train_classifier', 'Recipe', 'arm_config', 'run_key', 'UsageError', 'parse_setting', 'resolve',
            'writable_dir', 'Job', 'plan_runs', 'train_run', 'cpu_cores', 'default_jobs', 'train_runs', 'run',
            'weights_error', 'load_weights', 'measure', 'stored_dir', 'store_results']
@@ -547,10 +547,16 @@ def _esd(model, loss_func, data, n_examples, bs, seed):
 def _eps(model, loss_func, data, n_examples, bs, seed):
     return dict(eps_sharpness=eps_sharpness(model, loss_func, data, n_examples=n_examples, bs=bs, seed=seed))
 
+# %% ../nbs/15_experiment.ipynb #e202ea2b
+def _surface(model, loss_func, data, n_examples, bs, seed):
+    df = loss_surface(model, loss_func, data, n_examples=n_examples, bs=bs, seed=seed)
+    loss0 = float(df.loss[(df.alpha == 0) & (df.beta == 0)].iloc[0])
+    return dict(surface_loss0=loss0, surface_rise=float(df.loss.mean()) - loss0,
+                alpha=df.alpha.tolist(), beta=df.beta.tolist(), loss=df.loss.tolist())
+
 # %% ../nbs/15_experiment.ipynb #495fbdb1
 # name -> `f(model, loss_func, data, n_examples, bs, seed) -> dict`: numbers to flatness.csv, lists to NAME.json
-FLATNESS_METRICS = dict(top_eig=_top_eig, trace=_trace, eigs=_eigs, esd=_esd, eps=_eps)
-PENDING_METRICS = dict(surface="the loss surface needs loss_surface (13_flatness), which is not available yet")
+FLATNESS_METRICS = dict(top_eig=_top_eig, trace=_trace, eigs=_eigs, esd=_esd, eps=_eps, surface=_surface)
 DEFAULT_METRICS = ('top_eig', 'trace', 'eigs', 'eps')
 
 # %% ../nbs/15_experiment.ipynb #c303c6f3
@@ -578,7 +584,6 @@ def _check_metrics(metrics, n_examples, bs):
     "Raise one `UsageError` for an unknown or pending metric or a bad `n_examples` or `bs`"
     if not metrics: raise UsageError(f"--metrics names no metric; choose from {', '.join(FLATNESS_METRICS)}")
     for m in metrics:
-        if m in PENDING_METRICS: raise UsageError(f"--metrics {m}: {PENDING_METRICS[m]}")
         if m not in FLATNESS_METRICS:
             raise UsageError(f"unknown metric {m!r}; choose from {', '.join(FLATNESS_METRICS)}")
     with _usage_errors(): check_num(n_examples, '--n-examples', 1, integer=True); check_num(bs, '--bs', 1, integer=True)

@@ -8,7 +8,7 @@ from fastcore.test import test_close as close
 from conftest import BASELINE_RUN as ARGS, flatnb
 from flatnb.core import cross_entropy, load_dataset
 from flatnb.experiment import Run, classifier_model, load_weights
-from flatnb.flatness import hessian_top_eig
+from flatnb.flatness import hessian_top_eig, loss_and_acc
 from flatnb.recipes import RECIPES
 from test_safe_ckpt import ShellPayload, WritePayload, craft
 
@@ -60,6 +60,23 @@ def test_top_eig_equals_an_independent_call(measured):
     close(float(read_csv(out/'flatness.csv')[0]['top_eig']), eig, eps=1e-6 * max(1, abs(eig)))
     assert json.loads((d/'flatness.json').read_text())['top_eig']['n_examples'] == 64
 
+def test_surface_writes_the_grid_and_its_centre_loss(measured, tmp_path):
+    "`--metrics surface`: the 11 x 11 grid to surface.json; its centre is the loss of the stored weights, by hand"
+    out = tmp_path/'out'; shutil.copytree(measured[0], out)
+    r = flatnb('measure', out, '--metrics', 'surface', '--n-examples', '64'); assert r.returncode == 0, r.stderr
+    (d,) = (out/'runs').iterdir()
+    grid = json.loads((d/'surface.json').read_text())
+    assert len(grid['loss']) == 121 and sorted(set(grid['alpha'])) == [(i - 5) / 5 for i in range(11)]
+    cfg = json.loads((d/'config.json').read_text())
+    data = load_dataset(cfg['data'], 'data', **cfg['data_kw']).head(cfg['limit'])
+    torch.set_num_threads(cfg['threads'])
+    model = load_weights(d/'model.pt', classifier_model(Run(RECIPES['baseline'], 'baseline', 0, cfg), data))
+    loss0 = loss_and_acc(model, cross_entropy, data, n_examples=64, seed=0)[0]
+    row = read_csv(out/'flatness.csv')[0]
+    close(float(row['surface_loss0']), loss0, eps=1e-5)
+    close(float(row['surface_rise']), sum(grid['loss']) / 121 - loss0, eps=1e-5)
+    assert float(row['surface_rise']) > 0   # a trained minimum: the plane around it lies higher on average
+
 def test_second_measure_skips(measured, tmp_path):
     out, r, _ = measured
     flat = (out/'flatness.csv').read_text()
@@ -76,7 +93,6 @@ def test_a_new_metric_is_added_to_the_old_row(measured, tmp_path):
 
 @pytest.mark.parametrize('args, msg', [
     (['--metrics', 'top_eig,nope'], "unknown metric 'nope'"),
-    (['--metrics', 'surface'], 'not available yet'),
     (['--n-examples', '0'], '--n-examples must be an integer >= 1'),
 ])
 def test_bad_arguments(trained, args, msg):
