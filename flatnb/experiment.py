@@ -547,7 +547,7 @@ def _esd(model, loss_func, data, n_examples, bs, seed):
 def _eps(model, loss_func, data, n_examples, bs, seed):
     return dict(eps_sharpness=eps_sharpness(model, loss_func, data, n_examples=n_examples, bs=bs, seed=seed))
 
-# %% ../nbs/15_experiment.ipynb #e202ea2b
+# %% ../nbs/15_experiment.ipynb #e6de9da1
 def _surface(model, loss_func, data, n_examples, bs, seed):
     df = loss_surface(model, loss_func, data, n_examples=n_examples, bs=bs, seed=seed)
     loss0 = float(df.loss[(df.alpha == 0) & (df.beta == 0)].iloc[0])

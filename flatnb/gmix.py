@@ -142,7 +142,7 @@ class GMix(SAMBaseCB):
 def train_step(self:GMix, learn):
     "One G-Mix step on the Learner's batch, with this epoch's draws of λ and π"
     lam, perm = self.rng.beta(self.gmix.alpha), self.rng.perm(len(learn.xb))
-    self.out = self.gmix(learn.fwd, learn.opt, learn.xb, learn.yb, learn.loss_func, lam, perm, learn.autocast,
+    self.out = self.gmix(learn.forward, learn.opt, learn.xb, learn.yb, learn.loss_func, lam, perm, learn.autocast,
                          update=partial(self.sam_update, learn))
     learn.preds, learn.loss = self.out.preds, self.out.loss
     learn('after_step')

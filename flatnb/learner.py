@@ -290,7 +290,7 @@ class _Learner:
         _check_clean_eval(clean_eval)
         if not isinstance(progress, ProgressCB): check_choice(progress, 'progress', (None, True, False))
         self.model = self._place(model)
-        self.fwd = self._forward()
+        self.forward = self._forward()
         self.train_dl, self.test_dl, self.clean_dl = self._loaders(data, bs, tfms, seed, clean_eval)
         self.loss_func, opt = loss_func, opt or partial(torch.optim.SGD, lr=0.1, momentum=0.9)
         self.opt = opt if isinstance(opt, torch.optim.Optimizer) else opt(self.model.parameters())
@@ -311,8 +311,8 @@ def _loaders(self:_Learner, data, bs, tfms, seed, clean_eval) -> tuple:
         return dls[0], dls[1], (dls[2] if clean_eval and len(dls) == 3 else None)
     self.data = data = data.to(self.device)
     shard = dict(rank=self.rank, world_size=self.world_size)
-    ebs = max(eval_bs(self.device, bs) // self.world_size, 1) * self.world_size
-    ev = lambda x, y: DeviceLoader(x, y, ebs, **shard)   # evaluation: in order, not augmented
+    eval_batch = max(eval_bs(self.device, bs) // self.world_size, 1) * self.world_size
+    ev = lambda x, y: DeviceLoader(x, y, eval_batch, **shard)   # evaluation: in order, not augmented
     return (DeviceLoader(data.x_train, data.y_train, bs, shuffle=True, tfms=tfms, seed=seed, **shard),
             ev(data.x_test, data.y_test), ev(*clean_subset(data, clean_eval)) if clean_eval else None)
 
@@ -335,7 +335,7 @@ def autocast(self:_Learner):
 @patch
 def default_predict(self:_Learner):
     "The default `predict`: the model's output on `xb` (under autocast) into `preds`"
-    with self.autocast(): self.preds = self.fwd(self.xb)
+    with self.autocast(): self.preds = self.forward(self.xb)
 @patch
 def default_get_loss(self:_Learner):
     "The default `get_loss`: `loss_func(preds, yb)` (under autocast) into `loss`"
@@ -415,7 +415,7 @@ def evaluate(self:_Learner, dl # an iterable of (x, y) batches, e.g. `learn.clea
     with torch.inference_mode():
         for xb, yb in dl:
             if xb.ndim == 4: xb = xb.contiguous(memory_format=self.memory_format)
-            with self.autocast(): preds = self.fwd(xb); sums.add(self.loss_func(preds, yb), preds, yb)
+            with self.autocast(): preds = self.forward(xb); sums.add(self.loss_func(preds, yb), preds, yb)
     self.model.train(was)
     return sums.means()
 
@@ -483,8 +483,9 @@ class _FastLearner(_DDPLearner):
         return torch.channels_last if cl else torch.contiguous_format
     def _place(self, model): return super()._place(model).to(memory_format=self.memory_format)
     def _forward(self):
-        fwd = super()._forward()
-        return torch.compile(fwd, dynamic=False) if self._compile else fwd   # static shapes: see "torch.compile" above
+        forward = super()._forward()
+        # static shapes: see "torch.compile" above
+        return torch.compile(forward, dynamic=False) if self._compile else forward
 
 # %% ../nbs/01_learner.ipynb #76fd848e
 class Learner(_FastLearner):
@@ -515,8 +516,8 @@ class Scheduler(Callback):
     def __init__(self, make # `(optimizer, total steps, steps per epoch) -> torch LR scheduler`
                 ): self.make, self.sched = make, None
     def before_fit(self, learn):
-        spe = len(learn.train_dl)
-        self.sched = self.make(learn.opt, learn.n_epochs * spe, spe)
+        steps_per_epoch = len(learn.train_dl)
+        self.sched = self.make(learn.opt, learn.n_epochs * steps_per_epoch, steps_per_epoch)
     def after_step(self, learn): self.sched.step()
     def state_dict(self): return self.sched.state_dict() if self.sched else {}
     def load_state_dict(self, sd): self.sched.load_state_dict(sd)
@@ -543,7 +544,7 @@ class OneCycle(Scheduler):
         check_num(pct_start, 'pct_start', 0, 1, lo_open=True, hi_open=True)
         for v, name in ((div_factor, 'div_factor'), (final_div_factor, 'final_div_factor')):
             check_num(v, name, 0, lo_open=True)
-        super().__init__(lambda opt, n, spe: _one_cycle(opt, n, max_lr, pct_start, div_factor, final_div_factor))
+        super().__init__(lambda opt, n, _: _one_cycle(opt, n, max_lr, pct_start, div_factor, final_div_factor))
 
 # %% ../nbs/01_learner.ipynb #b19c9bf1
 def multistep(milestones:tuple=(0.5, 0.75), # fractions of the fit after which the LR is multiplied by `gamma`
@@ -552,7 +553,7 @@ def multistep(milestones:tuple=(0.5, 0.75), # fractions of the fit after which t
     "Step decay at fractions of the fit (`MultiStepLR`)"
     for m in milestones: check_num(m, 'each milestone', 0, 1, lo_open=True, hi_open=True, hint='a fraction of the fit')
     check_num(gamma, 'gamma', 0, lo_open=True)
-    return Scheduler(lambda opt, n, spe:
+    return Scheduler(lambda opt, n, steps_per_epoch:
                      torch.optim.lr_scheduler.MultiStepLR(opt, [round(m * n) for m in milestones], gamma))
 
 # %% ../nbs/01_learner.ipynb #a21445f0
@@ -561,7 +562,7 @@ def cosine_restarts(cycles:int=4, # number of equal cosine cycles in the fit
                    ) -> Scheduler:
     "Cosine decay with warm restarts: `cycles` cosine cycles over the fit (`CosineAnnealingWarmRestarts`)"
     check_num(cycles, 'cycles', 1, integer=True); check_num(eta_min, 'eta_min', 0)
-    return Scheduler(lambda opt, n, spe: torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+    return Scheduler(lambda opt, n, steps_per_epoch: torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
         opt, T_0=max(1, n // cycles), eta_min=eta_min))
 
 # %% ../nbs/01_learner.ipynb #2e73d81d

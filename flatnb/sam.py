@@ -57,12 +57,12 @@ def first_step(self:SAM, zero_grad:bool=False # clear the gradients afterwards, 
         groups = [(g, [p for p in g['params'] if p.grad is not None]) for g in self.param_groups]
         groups = [(g, gp) for g, gp in groups if gp]
         if groups:
-            tg = [self._precondition(g, gp, [p.grad for p in gp]) for g, gp in groups] # T g
-            norms = [n for t in tg for n in torch._foreach_norm(t)]
+            Tg = [self._precondition(g, gp, [p.grad for p in gp]) for g, gp in groups] # T g
+            norms = [n for t in Tg for n in torch._foreach_norm(t)]
             dt = torch.float64 if any(n.dtype == torch.float64 for n in norms) else torch.float32 # bf16/fp16: fp32
             norm = torch.linalg.vector_norm(torch.stack([n.to(norms[0].device, dt) for n in norms]))
             ok = torch.isfinite(norm)
-            for (g, gp), t in zip(groups, tg):
+            for (g, gp), t in zip(groups, Tg):
                 scale = torch.where(ok, g['rho'] / (norm + 1e-12), torch.zeros_like(norm))
                 e = self._precondition(g, gp, torch._foreach_mul(t, scale)) # ρ T² g / ‖T g‖
                 torch._foreach_add_(gp, e)
