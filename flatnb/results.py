@@ -4,14 +4,15 @@
 
 # %% ../nbs/14_results.ipynb #50825f64
 from __future__ import annotations
-import csv, io, math, statistics
+import csv, io, json, math, statistics
 from pathlib import Path
 from .core import atomic_write, atomic_write_text, check_choice, check_num
 
 # %% auto #0
 __all__ = ['BASE_COLS', 'ACC_COLS', 'TIME_COLS', 'GAP_NOTE', 'LABELS', 'VERDICTS', 'is_percent', 'scalar_cols', 'results_csv',
            'mean_sd', 'paired_ci', 'welch_ci', 'compare', 'summary', 'fmt_cell', 'results_table', 'plot_results',
-           'show_results', 'write_results', 'load_results', 'across_paths', 'paths_table', 'resolution']
+           'show_results', 'write_results', 'load_results', 'across_paths', 'paths_table', 'resolution',
+           'load_measured', 'run_lists', 'plot_flatness']
 
 # %% ../nbs/14_results.ipynb #555b014d
 BASE_COLS = ('arm', 'seed', 'epochs', 'train_acc', 'clean_train_acc', 'test_acc', 'gap', 'clean_gap',
@@ -420,3 +421,48 @@ def resolution(rows:list[dict], # the runs
     size = f"±{100 * med:.1f} points" if is_percent(metric) else f"±{med:.3g}"
     return (f"{cs[0]['n']} paired seeds per arm: the 95% interval of a difference in {metric} reaches {size} ({over}), "
             "so a smaller true difference goes undetected")
+
+# %% ../nbs/14_results.ipynb #6407ceeb
+def load_measured(out:str|Path # a finished run's output folder, measured by `flatnb measure`
+                 ) -> list[dict]:
+    "The rows of `results.csv`, each with the columns of its row of `flatness.csv`"
+    f = Path(out)/'flatness.csv'
+    if not f.exists(): raise FileNotFoundError(f"no flatness.csv in {out}: run `flatnb measure {out}` first")
+    with open(f, newline='') as fh: flat = {(r['arm'], int(r['seed'])): r for r in csv.DictReader(fh)}
+    return [{**r, **{k: _number(v) for k, v in flat.get((r['arm'], r['seed']), {}).items() if k not in r}}
+            for r in load_results(out)]
+
+# %% ../nbs/14_results.ipynb #8fb8221d
+def run_lists(out:str|Path, # a measured output folder
+              arm:str, # the arm
+              seed:int, # the seed
+              metric:str # 'surface' or 'esd'
+             ) -> dict:
+    "The lists `flatnb measure` stored for `metric` of the run (arm, seed) of `out`"
+    fs = sorted((Path(out)/'runs').glob(f'{arm}-seed{seed}-*/{metric}.json'))
+    if len(fs) != 1: raise FileNotFoundError(f"{len(fs)} {metric}.json for {arm} seed {seed} in {out}: "
+                                             f"run `flatnb measure {out} --metrics {metric}`")
+    return json.loads(fs[0].read_text())
+
+# %% ../nbs/14_results.ipynb #7f88f081
+def plot_flatness(out:str|Path, # a measured output folder
+                  arms:tuple, # the arms to draw, e.g. (the reference, the flattest)
+                  seed:int=0, # the seed whose runs are drawn
+                  levels=None # contour levels; `None`: 12 log-spaced from the lowest loss to 10
+                 ):
+    "Loss-surface contours of each arm, and their spectral densities if measured; returns the figure"
+    import matplotlib.pyplot as plt, numpy as np, pandas as pd
+    from flatnb.flatness import plot_surface, plot_esd
+    grids = {a: pd.DataFrame(run_lists(out, a, seed, 'surface')) for a in arms}
+    esd = all(list((Path(out)/'runs').glob(f'{a}-seed{seed}-*/esd.json')) for a in arms)
+    fig, axs = plt.subplots(1, len(arms) + esd, figsize=(4.2 * (len(arms) + esd), 3.6))
+    levels = np.geomspace(min(g.loss.min() for g in grids.values()), 10, 12) if levels is None else levels
+    for ax, (a, g) in zip(axs, grids.items()):
+        plot_surface(g, levels=levels, log=True, ax=ax, title=f'{a}, seed {seed}')
+    if esd:
+        es = {a: run_lists(out, a, seed, 'esd') for a in arms}
+        for a, e in es.items(): plot_esd(e['nodes'], e['weights'], ax=axs[-1]); axs[-1].lines[-1].set_label(a)
+        nodes = [n for e in es.values() for n in e['nodes']]
+        axs[-1].set_xlim(min(nodes) - 1, max(nodes) + 1)
+        axs[-1].set_title('Hessian spectral density'); axs[-1].legend()
+    fig.tight_layout(); return fig
