@@ -422,7 +422,7 @@ def resolution(rows:list[dict], # the runs
     return (f"{cs[0]['n']} paired seeds per arm: the 95% interval of a difference in {metric} reaches {size} ({over}), "
             "so a smaller true difference goes undetected")
 
-# %% ../nbs/14_results.ipynb #6407ceeb
+# %% ../nbs/14_results.ipynb #2f443bc1
 def load_measured(out:str|Path # a finished run's output folder, measured by `flatnb measure`
                  ) -> list[dict]:
     "The rows of `results.csv`, each with the columns of its row of `flatness.csv`"
@@ -432,7 +432,7 @@ def load_measured(out:str|Path # a finished run's output folder, measured by `fl
     return [{**r, **{k: _number(v) for k, v in flat.get((r['arm'], r['seed']), {}).items() if k not in r}}
             for r in load_results(out)]
 
-# %% ../nbs/14_results.ipynb #8fb8221d
+# %% ../nbs/14_results.ipynb #e74032f4
 def run_lists(out:str|Path, # a measured output folder
               arm:str, # the arm
               seed:int, # the seed
@@ -444,7 +444,7 @@ def run_lists(out:str|Path, # a measured output folder
                                              f"run `flatnb measure {out} --metrics {metric}`")
     return json.loads(fs[0].read_text())
 
-# %% ../nbs/14_results.ipynb #7f88f081
+# %% ../nbs/14_results.ipynb #92c1ecd9
 def plot_flatness(out:str|Path, # a measured output folder
                   arms:tuple, # the arms to draw, e.g. (the reference, the flattest)
                   seed:int=0, # the seed whose runs are drawn
