@@ -18,7 +18,7 @@ STORED = dict(efficient='swa', gmix='vanilla', swwdirvae='invcdf', distance='cos
 # points over all their seeds: rounding alone moves them that far, and this allows 2.5 times the largest
 TOLERANCE = 0.05
 ROOT_RESULTS = ROOT/'results'
-FASHION = ('baseline', 'gmix')   # the recipes whose fashion preset is stored (on this machine's path only: 25-45 min each)
+FASHION = ('baseline', 'gmix', 'distance')   # the recipes whose fashion preset is stored (on this machine's path only: 25-45 min each)
 STORED_RUNS = [(r, 'cpu', p) for r in STORED for p in FP_PATHS] + [(r, 'fashion', 'native') for r in FASHION]
 
 def test_every_experiment_is_stored_on_every_path():
