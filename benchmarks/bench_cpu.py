@@ -296,10 +296,10 @@ def hvp_table(res:dict, a) -> str:
         med = lambda vs, k: statistics.median(v[k] for v in vs)
         rows.append([m, f"{med(c, 's'):.3f}", f"{med(o, 's'):.3f}", ratio([v['s'] for v in c], [v['s'] for v in o]),
                      f"{med(c, 'mb'):.0f}", f"{med(o, 'mb'):.0f}"])
+    head = ['model', f's/HVP, chunks of {a.hvp_chunk}', f's/HVP, one batch of {a.hvp_n:,}', 'chunked / one batch (time)',
+            f'peak MB added, chunks of {a.hvp_chunk}', 'peak MB added, one batch']
     return (f"{a.hvp_n:,} training images, {a.hvps} HVPs per measurement (`hessian_trace`), {a.threads[0]} thread(s), "
-            f"fp32, eval mode.\n\n" + md_table(['model', f's/HVP, chunks of {a.hvp_chunk}', f's/HVP, one batch of {a.hvp_n:,}',
-                                                 'chunked / one batch (time)', f'peak MB added, chunks of {a.hvp_chunk}',
-                                                 f'peak MB added, one batch'], rows))
+            f"fp32, eval mode.\n\n" + md_table(head, rows))
 
 def cpu_model() -> str:
     "The CPU's model name from /proc/cpuinfo, else what `platform` knows"
@@ -328,7 +328,8 @@ class Report:
         if keep and self.path.exists():
             old = self.path.read_text()
             again = head.split('\n\n', 1)[1]          # this run's account, kept beside the first run's
-            paras = [q for q in old.split('\n## ')[0].rstrip('\n').split('\n\n') if q[:30] != again[:30]]
+            this = again.split(' by ', 1)[0]            # 'Section `hvp` measured again': an earlier account goes
+            paras = [q for q in old.split('\n## ')[0].rstrip('\n').split('\n\n') if not q.startswith(this)]
             self.head = '\n\n'.join(paras) + '\n\n' + again
             for part in old.split('\n## ')[1:]:
                 t, _, b = part.partition('\n\n')
@@ -355,7 +356,8 @@ def parse(argv:list) -> argparse.Namespace:
     p.add_argument('--hvp-n', type=int, default=1024, help='training images of the HVP measurement')
     p.add_argument('--hvp-chunk', type=int, default=128, help='images per chunk of the chunked HVP')
     p.add_argument('--hvps', type=int, default=3, help='HVPs per HVP measurement')
-    p.add_argument('--only', choices=('throughput', 'techniques', 'hvp'), help='measure one section only; the others of an existing --out stay')
+    p.add_argument('--only', choices=('throughput', 'techniques', 'hvp'),
+                   help='measure one section only; the others of an existing --out stay')
     p.add_argument('--out', default=Path(__file__).parent/'results'/'cpu.md', help='the Markdown report')
     a = p.parse_args(argv)
     if a.tiny: p.set_defaults(**TINY); a = p.parse_args(argv)
